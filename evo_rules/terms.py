@@ -1,0 +1,171 @@
+"""Immutable expression terms and their text form.
+
+A term is a tree of `Term` nodes. Leaves: a number (`num`), a weight (`w`, value = its name or
+"" when anonymous), a feature (`x`, value = its name). Inner nodes: `add` and `mul` (n-ary),
+`exp` and `log` (unary), `eml` (binary, ``exp(u) - ln(v)``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+NARY = ("add", "mul")
+UNARY = ("exp", "log")
+BINARY = ("eml",)
+OPERATORS = NARY + UNARY + BINARY
+LEAVES = ("num", "w", "x")
+ARITY = {"exp": 1, "log": 1, "eml": 2}
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    op: str
+    args: tuple["Term", ...] = ()
+    value: float | str | None = None
+
+    def __post_init__(self):
+        if self.op not in OPERATORS and self.op not in LEAVES:
+            raise ValueError(f"unknown term operator {self.op!r}")
+
+    @property
+    def is_leaf(self) -> bool:
+        return self.op in LEAVES
+
+    @property
+    def text(self) -> str:
+        return to_text(self)
+
+    def __str__(self) -> str:
+        return to_text(self)
+
+    def __repr__(self) -> str:
+        return f"Term({to_text(self)!r})"
+
+
+def num(v: float) -> Term:
+    v = float(v)
+    if v == 0.0:
+        v = 0.0  # no negative zero: one spelling per value
+    return Term("num", (), v)
+
+
+def weight(name: str = "") -> Term:
+    return Term("w", (), name)
+
+
+def feature(name: str) -> Term:
+    return Term("x", (), name)
+
+
+def node(op: str, *args: Term) -> Term:
+    return Term(op, tuple(args))
+
+
+ONE = num(1.0)
+ZERO = num(0.0)
+MINUS_ONE = num(-1.0)
+
+
+def format_number(v: float) -> str:
+    if math.isfinite(v) and v == int(v) and abs(v) < 1e15:
+        return str(int(v))
+    return repr(float(v))
+
+
+def to_text(t: Term) -> str:
+    parts: list[str] = []
+    _write(t, parts)
+    return "".join(parts)
+
+
+def _write(t: Term, out: list[str]) -> None:
+    op = t.op
+    if op == "num":
+        out.append(format_number(t.value))
+    elif op == "w":
+        out.append("w" + str(t.value))
+    elif op == "x":
+        out.append("x." + str(t.value))
+    else:
+        out.append("(" + op)
+        for a in t.args:
+            out.append(" ")
+            _write(a, out)
+        out.append(")")
+
+
+def walk(t: Term) -> Iterator[Term]:
+    """Pre-order traversal."""
+    stack = [t]
+    while stack:
+        n = stack.pop()
+        yield n
+        stack.extend(reversed(n.args))
+
+
+def size(t: Term) -> int:
+    return sum(1 for _ in walk(t))
+
+
+def depth(t: Term) -> int:
+    if not t.args:
+        return 1
+    return 1 + max(depth(a) for a in t.args)
+
+
+def weights_in(t: Term) -> tuple[str, ...]:
+    """Weight names in first-occurrence pre-order."""
+    seen: dict[str, None] = {}
+    for n in walk(t):
+        if n.op == "w":
+            seen.setdefault("w" + str(n.value), None)
+    return tuple(seen)
+
+
+def features_in(t: Term) -> tuple[str, ...]:
+    return tuple(sorted({str(n.value) for n in walk(t) if n.op == "x"}))
+
+
+def has_weight(t: Term) -> bool:
+    return any(n.op == "w" for n in walk(t))
+
+
+def is_pure_weight(t: Term) -> bool:
+    """True when the term holds only weights and numbers, and at least one weight."""
+    saw_weight = False
+    for n in walk(t):
+        if n.op == "x":
+            return False
+        if n.op == "w":
+            saw_weight = True
+    return saw_weight
+
+
+def subterm_positions(t: Term) -> list[tuple[int, ...]]:
+    """Paths (tuples of child indices) to every node, pre-order."""
+    out: list[tuple[int, ...]] = []
+
+    def rec(n: Term, path: tuple[int, ...]):
+        out.append(path)
+        for i, a in enumerate(n.args):
+            rec(a, path + (i,))
+
+    rec(t, ())
+    return out
+
+
+def get_at(t: Term, path: tuple[int, ...]) -> Term:
+    for i in path:
+        t = t.args[i]
+    return t
+
+
+def replace_at(t: Term, path: tuple[int, ...], new: Term) -> Term:
+    if not path:
+        return new
+    i = path[0]
+    args = list(t.args)
+    args[i] = replace_at(args[i], path[1:], new)
+    return Term(t.op, tuple(args), t.value)

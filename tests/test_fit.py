@@ -1,0 +1,76 @@
+"""The inner fitting loop."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evo_rules import fit, parse
+
+
+def make_X(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return {"a": rng.normal(size=n), "b": rng.normal(size=n), "c": rng.uniform(0.2, 2.0, n)}
+
+
+@settings(max_examples=25)
+@given(st.floats(-1.5, 1.5), st.floats(-1.0, 1.0), st.floats(-2.0, 2.0), st.integers(0, 100))
+def test_fit_recovers_weights_of_an_eml_rule(a, b, c, seed):
+    r = parse("(eml (add (mul w x.a) w) (add 1 (exp (mul w x.b))))")
+    X = make_X(500, seed)
+    truth = np.array([a, b, c])
+    y = r.evaluate(X, truth)
+    res = fit(r, X, y, loss="squared")
+    assert res.valid
+    assert res.iterations <= 20
+    assert np.allclose(r.evaluate(X, res.weights), y, atol=1e-4)
+    assert np.allclose(res.weights, truth, atol=1e-3)
+
+
+def test_linear_weights_are_solved_from_data():
+    r = parse("(add (mul w x.a) (mul w x.b) w)")
+    X = make_X(200)
+    y = 3 * X["a"] - 2 * X["b"] + 0.5
+    res = fit(r, X, y)
+    assert np.allclose(res.weights, [3, -2, 0.5], atol=1e-8)
+    assert res.iterations <= 2
+
+
+def test_logistic_fit_recovers_direction():
+    rng = np.random.default_rng(1)
+    X = make_X(4000, 1)
+    z = 2 * X["a"] - X["b"]
+    y = (rng.uniform(size=z.size) < 1 / (1 + np.exp(-z))).astype(float)
+    res = fit(parse("(add (mul w x.a) (mul w x.b))"), X, y, loss="logistic")
+    assert res.valid and np.allclose(res.weights, [2, -1], atol=0.25)
+
+
+def test_listwise_fit_picks_the_labelled_candidate():
+    rng = np.random.default_rng(2)
+    n, c = 4000, 8
+    X = make_X(n, 2)
+    groups = np.repeat(np.arange(n // c), c)
+    util = 2 * X["a"] + 1 * X["b"] + rng.gumbel(size=n)
+    y = np.zeros(n)
+    for g in range(n // c):
+        y[g * c + np.argmax(util[g * c:(g + 1) * c])] = 1.0
+    res = fit(parse("(add (mul w x.a) (mul w x.b))"), X, y, loss="listwise", groups=groups)
+    assert res.valid and np.allclose(res.weights, [2, 1], atol=0.3)
+
+
+def test_rule_never_finite_is_invalid_not_an_exception():
+    r = parse("(log (mul -1 (exp (mul w x.a))))")  # log of a negative number everywhere
+    X = make_X(50)
+    res = fit(r, X, np.zeros(50))
+    assert not res.valid and res.loss == float("inf")
+
+
+def test_bad_loss_and_mismatched_rows_are_clear_errors():
+    r = parse("(mul w x.a)")
+    X = make_X(10)
+    with pytest.raises(ValueError, match="unknown loss"):
+        fit(r, X, np.zeros(10), loss="hinge")
+    with pytest.raises(ValueError, match="rows"):
+        fit(r, X, np.zeros(9))
+    with pytest.raises(ValueError, match="groups"):
+        fit(r, X, np.zeros(10), loss="listwise")

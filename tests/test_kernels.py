@@ -1,0 +1,85 @@
+"""Compiled kernels against the NumPy tree walk, and gradients against finite differences."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evo_rules import parse
+from evo_rules.reference import tree_eval
+from evo_rules.terms import to_text
+from strategies import FEATURES, terms
+
+N = 300  # more than one kernel block of 256 rows
+
+
+def data(seed):
+    rng = np.random.default_rng(seed)
+    return {f: rng.uniform(0.1, 2.0, N) for f in FEATURES}
+
+
+@settings(max_examples=150)
+@given(terms(), st.integers(0, 10_000))
+def test_kernel_matches_tree_walk(t, seed):
+    r = parse(to_text(t))
+    X = data(seed)
+    rng = np.random.default_rng(seed + 1)
+    w = rng.uniform(-1.0, 1.0, len(r.params))
+    got = r.evaluate(X, w)
+    want = tree_eval(r.term, X, dict(zip(r.params, w)), N)
+    ok = np.isfinite(want)
+    assert np.array_equal(np.isfinite(got)[ok], ok[ok])
+    assert np.allclose(got[ok], want[ok], rtol=1e-10, atol=1e-12)
+
+
+@settings(max_examples=150)
+@given(terms(), st.integers(0, 10_000))
+def test_jacobian_matches_central_differences(t, seed):
+    r = parse(to_text(t))
+    if not r.params:
+        return
+    X = data(seed)
+    rng = np.random.default_rng(seed + 2)
+    w = rng.uniform(-1.0, 1.0, len(r.params))
+    s, J = r.jacobian(X, w)
+    assert J.shape == (N, len(r.params))
+    assert np.allclose(s, r.evaluate(X, w), equal_nan=True)
+    for k in range(len(r.params)):
+        h = 1e-6 * max(1.0, abs(w[k]))
+        wp, wm = w.copy(), w.copy()
+        wp[k] += h
+        wm[k] -= h
+        with np.errstate(all="ignore"):
+            fd = (r.evaluate(X, wp) - r.evaluate(X, wm)) / (2 * h)
+        ok = np.isfinite(fd) & np.isfinite(J[:, k]) & np.isfinite(s) & (np.abs(s) < 1e6)
+        assert np.allclose(J[ok, k], fd[ok], rtol=1e-4, atol=1e-5 * (1 + np.abs(s[ok]).max(initial=0)))
+
+
+def test_softplus_and_sigmoid_are_stable_for_large_arguments():
+    r = parse("(eml x.a (add 1 (exp (mul w x.b))))")
+    X = {"a": np.zeros(3), "b": np.array([-1000.0, 0.0, 1000.0])}
+    s, J = r.jacobian(X, [1.0])
+    assert np.all(np.isfinite(s)) and np.all(np.isfinite(J))
+    assert s[2] == pytest.approx(1.0 - 1000.0)
+    assert J[2, 0] == pytest.approx(-1000.0)
+    assert J[0, 0] == pytest.approx(0.0)
+
+
+def test_program_shares_forward_subterms_with_gradients():
+    r = parse("(eml (add (mul w x.color) w) (add 1 (exp (mul w x.stale))))")
+    # forward alone has 11 slots; the gradients add only a few more, not a copy of the forward
+    assert len(r.program) <= len(r.forward_program) + 6
+
+
+def test_missing_feature_is_a_clear_key_error():
+    r = parse("(mul w x.color)")
+    with pytest.raises(KeyError, match="color"):
+        r.evaluate({"shape": np.ones(3)}, [1.0])
+
+
+def test_two_dimensional_input_with_names():
+    r = parse("(add (mul w x.a) x.b)")
+    X = np.array([[1.0, 10.0], [2.0, 20.0]])
+    assert np.allclose(r.evaluate(X, [2.0], names=["a", "b"]), [12.0, 24.0])
+    with pytest.raises(ValueError, match="weight"):
+        r.evaluate(X, [1.0, 2.0], names=["a", "b"])
