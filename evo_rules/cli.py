@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 
 from . import __version__
@@ -28,6 +30,66 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _free_out(config) -> str:
+    base = os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
+    n = 1
+    while os.path.exists(os.path.join(f"{base}-{n}", "checkpoint.json")):
+        n += 1
+    return f"{base}-{n}"
+
+
+def _cmd_run(args) -> int:
+    from . import app
+    from .config import load
+
+    config = load(args.config or app.default_config_path())
+    overrides = {k: getattr(args, k) for k in ("seed", "generations", "population") if getattr(args, k) is not None}
+    if overrides:
+        config = config.replace("run", **overrides)
+    ev = {k: getattr(args, k) for k in ("backend", "workers") if getattr(args, k) is not None}
+    if ev:
+        config = config.replace("evaluation", **ev)
+    out = args.out or _free_out(config)
+    print(f"evo-rules: run {config.task.name} from {config.source} into {out}", file=sys.stderr)
+    search, report = app.start(config, out, progress=not args.quiet)
+    return _finish(search, report)
+
+
+def _cmd_resume(args) -> int:
+    from . import app
+
+    search, report = app.resume(args.dir, args.generations, progress=not args.quiet)
+    return _finish(search, report)
+
+
+def _finish(search, report) -> int:
+    from .report import format_report
+
+    print(format_report(report))
+    print(f"report: {os.path.join(search.out, 'report.json')}")
+    if search.interrupted:
+        print(f"evo-rules: interrupted after generation {search.generation}; "
+              f"continue with `evo-rules resume {search.out}`", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .report import format_report, read_report
+
+    report = read_report(args.dir)
+    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+    return 0
+
+
+def _cmd_tasks(args) -> int:
+    from fitness.registry import TASKS
+
+    for name, (_, description) in TASKS.items():
+        print(f"{name:24s} {description}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evo-rules", description="Search scoring rules, not weights.")
     p.add_argument("--version", action="version", version=f"evo-rules {__version__}")
@@ -36,6 +98,31 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("rule", help="rule as an s-expression, e.g. '(add (mul w x.a) w)'")
     e.add_argument("--show-gradients", action="store_true", help="also print d rule / d w for each weight")
     e.set_defaults(func=_cmd_eval)
+
+    r = sub.add_parser("run", help="run a search (no CONFIG: the built-in default and-match search)")
+    r.add_argument("config", nargs="?", help="TOML run config (see runs/)")
+    r.add_argument("--out", help="run folder (default: runs/TASK-seedN-K, the first free K)")
+    r.add_argument("--seed", type=int)
+    r.add_argument("--generations", type=int)
+    r.add_argument("--population", type=int)
+    r.add_argument("--backend", choices=["serial", "process", "dask"])
+    r.add_argument("--workers", type=int, help="evaluation workers (default: every core)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=_cmd_run)
+
+    s = sub.add_parser("resume", help="continue a run from its last checkpoint")
+    s.add_argument("dir")
+    s.add_argument("--generations", type=int, help="new total number of generations")
+    s.add_argument("--quiet", action="store_true")
+    s.set_defaults(func=_cmd_resume)
+
+    p2 = sub.add_parser("report", help="print a run's hall of fame / Pareto front")
+    p2.add_argument("dir")
+    p2.add_argument("--json", action="store_true")
+    p2.set_defaults(func=_cmd_report)
+
+    t = sub.add_parser("tasks", help="list the registered tasks")
+    t.set_defaults(func=_cmd_tasks)
     return p
 
 

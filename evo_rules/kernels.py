@@ -16,7 +16,7 @@ OPNAMES = ("const", "weight", "feat", "add", "sub", "mul", "neg", "exp", "log", 
 BLOCK = 256
 
 
-@njit(cache=True, nogil=True, fastmath=False, boundscheck=False)
+@njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
 def run_program(code, arg_a, arg_b, consts, X, weights, outs, result):
     """Evaluate slots `outs` of the program for every column of X.
 

@@ -81,8 +81,23 @@ class Listwise:
         self.q = np.where(self.has_target[self.row_group], y / np.where(mass > 0, mass, 1.0)[self.row_group], 0.0)
         self.active = self.has_target[self.row_group].astype(np.float64)
         self.G = max(int(self.has_target.sum()), 1)
+        # equal-size groups (the common case) take a reshape fast path instead of reduceat
+        sizes = np.diff(np.r_[self.starts, len(y)])
+        self.width = int(sizes[0]) if len(sizes) and np.all(sizes == sizes[0]) else 0
 
     def _log_softmax(self, s):
+        # value, grad and curvature are asked for the same scores in turn: compute once
+        if s is getattr(self, "_last_s", None):
+            return self._last_lp
+        lp = self._log_softmax_of(s)
+        self._last_s, self._last_lp = s, lp
+        return lp
+
+    def _log_softmax_of(self, s):
+        if self.width:
+            z = s.reshape(-1, self.width)
+            z = z - z.max(axis=1, keepdims=True)
+            return (z - np.log(np.exp(z).sum(axis=1, keepdims=True))).reshape(-1)
         gmax = np.maximum.reduceat(s, self.starts)
         z = s - gmax[self.row_group]
         lse = np.log(np.add.reduceat(np.exp(z), self.starts))
@@ -98,8 +113,12 @@ class Listwise:
 
     def curvature(self, s, Jt):
         p = np.exp(self._log_softmax(s)) * self.active
-        H = (Jt * p) @ Jt.T
-        P = np.add.reduceat((Jt * p).T, self.starts, axis=0)  # (G, k): sum_g p J
+        Jp = Jt * p
+        H = Jp @ Jt.T
+        if self.width:
+            P = Jp.reshape(Jt.shape[0], -1, self.width).sum(axis=2).T  # (G, k): sum_g p J
+        else:
+            P = np.add.reduceat(Jp.T, self.starts, axis=0)
         return (H - P.T @ P) / self.G
 
 

@@ -66,11 +66,13 @@ def fingerprint_of(name: str, settings: Mapping, *arrays_or_bytes) -> str:
 def top1_accuracy(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
     """Share of groups whose highest-scored row is a target (ties and NaN count as misses)."""
     scores = np.where(np.isfinite(scores), scores, -np.inf)
+    if len(groups) == 0:
+        return 0.0
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    hits = 0
-    for s, e in zip(starts, np.r_[starts[1:], len(groups)]):
-        seg = scores[s:e]
-        best = np.flatnonzero(seg == seg.max())
-        if len(best) == 1 and np.isfinite(seg[best[0]]) and y[s + best[0]] > 0.5:
-            hits += 1
-    return hits / max(len(starts), 1)
+    row_group = np.cumsum(np.r_[True, groups[1:] != groups[:-1]]) - 1
+    gmax = np.maximum.reduceat(scores, starts)
+    at_max = scores == gmax[row_group]
+    n_at_max = np.add.reduceat(at_max.astype(np.int64), starts)
+    target_at_max = np.add.reduceat((at_max & (y > 0.5)).astype(np.int64), starts)
+    hits = (n_at_max == 1) & (target_at_max == 1) & np.isfinite(gmax)
+    return float(hits.sum()) / len(starts)

@@ -83,3 +83,10 @@ def test_two_dimensional_input_with_names():
     assert np.allclose(r.evaluate(X, [2.0], names=["a", "b"]), [12.0, 24.0])
     with pytest.raises(ValueError, match="weight"):
         r.evaluate(X, [1.0, 2.0], names=["a", "b"])
+
+
+def test_division_by_zero_in_a_gradient_is_invalid_not_an_exception():
+    r = parse("(add (eml x.b w) (log x.a))")
+    X = {"a": np.array([1.0, 2.0]), "b": np.array([0.0, 1.0])}
+    s, J = r.jacobian(X, [0.0])  # d/dw of -log(w) at w = 0 divides by zero
+    assert not np.all(np.isfinite(J))

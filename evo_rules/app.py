@@ -1,0 +1,123 @@
+"""The composition root: the one module (with the CLI on top of it) that imports every layer.
+
+It turns a config into a task handle and bound operators, runs or resumes a search, and
+writes the report. `run_search` is the Python API for notebooks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from functools import partial
+from typing import Mapping
+
+from . import checkpoint
+from .config import RunConfig, from_dict, load
+from .population import Variation
+from .report import build_report, reference_texts, write_report
+from .search import RunFolderError, Search, TaskHandle
+
+DEFAULT_CONFIG = "and-match.toml"
+RUNS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
+
+
+def default_config_path() -> str:
+    """The built-in default search: runs/and-match.toml in a checkout, else the packaged copy."""
+    here = os.path.join(RUNS_DIR, DEFAULT_CONFIG)
+    if os.path.exists(here):
+        return here
+    from importlib import resources
+
+    return str(resources.files("fitness").joinpath("configs", DEFAULT_CONFIG))
+
+
+def task_handle(config: RunConfig) -> TaskHandle:
+    from fitness.registry import get_task
+
+    settings = dict(config.task.settings)
+    token = json.dumps({"name": config.task.name, "settings": settings}, sort_keys=True)
+    return TaskHandle(partial(get_task, config.task.name, **settings), token)
+
+
+def variation(config: RunConfig, features) -> Variation:
+    import operators as ops
+
+    g = config.grammar
+    grammar = ops.Grammar(features=tuple(g.features or features), operators=tuple(g.operators),
+                          max_size=g.max_size, max_depth=g.max_depth,
+                          template_share=g.template_share)
+    s = config.search
+    probs = {"crossover": s.crossover, "subtree": s.subtree, "point": s.point, "hoist": s.hoist,
+             "shrink": s.shrink}
+    return Variation(
+        random_rule=lambda rng: ops.random_rule(grammar, rng),
+        mutations={name: partial(_mutate, ops.OPERATORS[name], grammar)
+                   for name in ("subtree", "point", "hoist", "shrink")},
+        crossover=lambda a, b, rng: ops.subtree_crossover(a, b, grammar, rng),
+        probs={k: v for k, v in probs.items() if v > 0},
+    )
+
+
+def _mutate(op, grammar, rule, rng):
+    return op(rule, grammar, rng)
+
+
+def seed_texts(config: RunConfig, task) -> list[str]:
+    texts = list(config.search.seed_rules)
+    if config.search.seed_reference:
+        texts += reference_texts(task)
+    return texts
+
+
+def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool = False) -> Search:
+    handle = task_handle(config)
+    task = handle.build()
+    search = Search(config, handle, variation(config, task.features), out,
+                    seeds=seed_texts(config, task), progress=progress, resume=resume)
+    return search
+
+
+def start(config: RunConfig, out: str | None = None, progress: bool = True) -> tuple[Search, dict]:
+    out = out or os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
+    search = make_search(config, out, progress)
+    with open(os.path.join(search.out, "config.json"), "w") as fh:
+        json.dump(config.to_dict(), fh, indent=2, sort_keys=True)
+    search.run()
+    report = build_report(search)
+    write_report(search.out, report)
+    search.close()
+    return search, report
+
+
+def resume(out: str, generations: int | None = None, progress: bool = True) -> tuple[Search, dict]:
+    if not os.path.isdir(out):
+        raise RunFolderError(f"{out}: no such run folder")
+    state = checkpoint.read_latest(out)
+    config = from_dict(state["config"], source=os.path.join(out, checkpoint.NAME))
+    if generations is not None:
+        config = config.replace("run", generations=generations)
+    search = make_search(config, out, progress, resume=True)
+    search.load_state(state)
+    search.run()
+    report = build_report(search)
+    write_report(search.out, report)
+    search.close()
+    return search, report
+
+
+def run_search(config: Mapping | str | RunConfig | None = None, out: str | None = None,
+               progress: bool = False, **run_overrides) -> dict:
+    """Notebook API: run a search from a config dict (or TOML path) and return the report.
+
+    `run_overrides` replace keys of [run] (seed, generations, population)."""
+    if config is None:
+        cfg = load(default_config_path())
+    elif isinstance(config, RunConfig):
+        cfg = config
+    elif isinstance(config, str):
+        cfg = load(config)
+    else:
+        cfg = from_dict(config)
+    if run_overrides:
+        cfg = cfg.replace("run", **run_overrides)
+    return start(cfg, out, progress)[1]

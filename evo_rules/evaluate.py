@@ -1,0 +1,69 @@
+"""One evaluation: fit a rule's weights on the task's train batch, measure on a split.
+
+A pure function of (rule text, task, fit settings): what crosses a process boundary is the text
+and plain results. Invalid rules (non-finite on the training rows, or a non-finite metric) get
+`valid = False` and the worst metric; they never raise.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from .fitting import fit
+from .rule import parse
+
+INVALID_METRIC = -1e9  # below any real metric; finite so NSGA-II crowding stays well defined
+
+
+def evaluate_rule(text: str, task, fit_settings: Mapping[str, Any], part: str = "valid") -> dict:
+    started = time.perf_counter()
+    rule = parse(text)
+    batch = task.batch("train")
+    res = fit(rule, batch.X, batch.y, loss=task.loss, groups=batch.groups,
+              max_iter=int(fit_settings.get("max_iter", 20)))
+    out = {
+        "key": rule.key,
+        "text": rule.text,
+        "size": rule.size,
+        "valid": bool(res.valid),
+        "weights": [float(v) for v in res.weights],
+        "fit_loss": float(res.loss) if math.isfinite(res.loss) else None,
+        "iterations": int(res.iterations),
+        "metric": INVALID_METRIC,
+        "metrics": {},
+    }
+    if res.valid:
+        w = np.asarray(res.weights)
+        metrics = task.score(part, lambda X: rule.evaluate(X, w))
+        m = float(metrics.get(task.metric_name, math.nan))
+        if math.isfinite(m):
+            out["metric"] = m
+            out["metrics"] = {k: float(v) for k, v in metrics.items()}
+        else:
+            out["valid"] = False
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+# ------------------------------------------------------------------ worker side
+
+_TASKS: dict[str, Any] = {}
+
+
+def task_from(factory: Callable[[], Any], token: str):
+    """The task built by `factory`, built once per process (workers keep it between batches)."""
+    task = _TASKS.get(token)
+    if task is None:
+        task = factory()
+        _TASKS[token] = task
+    return task
+
+
+def evaluate_batch(texts: list[str], factory: Callable[[], Any], token: str,
+                   fit_settings: Mapping[str, Any]) -> list[dict]:
+    task = task_from(factory, token)
+    return [evaluate_rule(t, task, fit_settings) for t in texts]

@@ -1,0 +1,124 @@
+"""The run report: Pareto front and hall of fame with test metrics, baselines, logbook.
+
+Written as DIR/report.json and printed by `evo-rules report DIR`. Times aside, a report is a
+pure function of the run's state, so a resumed run's report equals the uninterrupted one's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+REPORT = "report.json"
+
+
+def _entry(ind, test: dict) -> dict:
+    return {
+        "id": ind.id, "key": ind.key, "text": ind.text, "size": ind.size,
+        "weights": ind.weights, "valid_metrics": ind.metrics, "metric": ind.metric,
+        "test_metrics": test.get("metrics", {}), "test_valid": test.get("valid", False),
+        "birth": ind.birth, "op": ind.op,
+    }
+
+
+def _order(inds):
+    return sorted(inds, key=lambda i: (-i.metric, i.size, i.id))
+
+
+def build_report(search) -> dict:
+    task = search.task
+    tests: dict[str, dict] = {}
+
+    def test_of(text):
+        r = tests.get(text)
+        if r is None:
+            r = tests[text] = search.test_evaluation(text)
+        return r
+
+    hof = [i for i in _order(search.manager.hof) if i.valid]
+    front = sorted((i for i in search.manager.front if i.valid), key=lambda i: (i.size, -i.metric, i.id))
+    report = {
+        "run": os.path.basename(search.out),
+        "task": {"name": task.name, "fingerprint": task.fingerprint, "metric": task.metric_name},
+        "generation": search.generation,
+        "interrupted": search.interrupted,
+        "config": search.config.to_dict(),
+        "best": _entry(hof[0], test_of(hof[0].text)) if hof else None,
+        "hall_of_fame": [_entry(i, test_of(i.text)) for i in hof],
+        "pareto_front": [_entry(i, test_of(i.text)) for i in front],
+        "baselines": baselines(search, test_of),
+        "logbook": [{k: v for k, v in row.items() if k != "seconds"} for row in search.logbook],
+        "seconds": [row.get("seconds") for row in search.logbook],
+    }
+    return report
+
+
+def reference_texts(task) -> list[str]:
+    """The task's hand-written reference rules (a list, or a mapping name -> text), if any."""
+    refs = task.reference_rules() if hasattr(task, "reference_rules") else []
+    return list(refs.values()) if isinstance(refs, dict) else list(refs)
+
+
+def baselines(search, test_of) -> dict:
+    task = search.task
+    out = {}
+    if hasattr(task, "linear_rule_text"):
+        text = task.linear_rule_text()
+        r = test_of(text)
+        out["linear"] = {"text": r["text"], "test_metrics": r["metrics"], "weights": r["weights"]}
+    if hasattr(task, "reference_rules"):
+        refs = []
+        for text in reference_texts(task):
+            r = test_of(text)
+            refs.append({"text": r["text"], "test_metrics": r["metrics"]})
+        out["reference"] = refs
+    if hasattr(task, "oracle"):
+        out["oracle"] = {"test_metrics": {task.metric_name: float(task.oracle("test"))}}
+    return out
+
+
+def write_report(folder: str, report: dict) -> str:
+    path = os.path.join(folder, REPORT)
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+    return path
+
+
+def read_report(folder: str) -> dict:
+    path = os.path.join(folder, REPORT)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise ValueError(f"{folder}: no report.json (has the run finished a generation?)") from None
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON: {exc}") from None
+
+
+def format_report(report: dict) -> str:
+    metric = report["task"]["metric"]
+    lines = [f"run {report['run']}: task {report['task']['name']}, generation {report['generation']}"
+             + (" (interrupted)" if report.get("interrupted") else "")]
+    b = report.get("baselines", {})
+    if "linear" in b:
+        lines.append(f"  linear baseline  test {metric} = {b['linear']['test_metrics'].get(metric, float('nan')):.4f}")
+    if "oracle" in b:
+        lines.append(f"  oracle           test {metric} = {b['oracle']['test_metrics'][metric]:.4f}")
+    for r in b.get("reference", []):
+        lines.append(f"  reference        test {metric} = {r['test_metrics'].get(metric, float('nan')):.4f}  {r['text']}")
+    for title, items in (("hall of fame", report["hall_of_fame"]), ("Pareto front (size vs metric)", report["pareto_front"])):
+        lines.append(f"{title}:")
+        lines.append(f"  {'valid':>7} {'test':>7} {'size':>4}  key       rule / weights")
+        for e in items:
+            t = e["test_metrics"].get(metric, float("nan"))
+            w = ", ".join(f"{v:.4g}" for v in e["weights"])
+            lines.append(f"  {e['metric']:7.4f} {t:7.4f} {e['size']:4d}  {e['key'][:8]}  {e['text']}")
+            lines.append(f"  {'':7} {'':7} {'':4}  {'':8}  weights [{w}]")
+    gate = report.get("rerun_gate")
+    if gate:
+        lines.append("rerun gate (re-fitted on fresh seeds; passes if it beats the linear baseline every time):")
+        for g in gate:
+            lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  " + ", ".join(f"{v:.4f}" for v in g["metrics"]))
+    return "\n".join(lines)

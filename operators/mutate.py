@@ -1,0 +1,161 @@
+"""Mutations of one canonical rule: subtree, point, hoist, shrink.
+
+Every mutation is a pure function of (rule, grammar, rng): the same generator state gives the
+same child. A child is canonical, admitted by the grammar (`Grammar.admits`) and differs from
+its parent (same key = a wasted evaluation, so it counts as a failed try). After `ATTEMPTS`
+failed tries the parent itself is returned.
+"""
+
+from __future__ import annotations
+
+from evo_rules.rule import Rule
+from evo_rules.terms import NARY, Term, num, replace_at, weight
+
+from .generate import random_feature, random_subtree
+from .grammar import Grammar
+from .positions import Node, choose, node_table, pick
+
+ATTEMPTS = 8
+# point mutation: an operator swap (else a leaf swap) with this probability
+P_POINT_OPERATOR = 0.5
+# shrink: replacement of the chosen subtree
+P_SHRINK_DELETE = 0.35  # drop it from its add/mul parent (when that leaves an argument)
+P_SHRINK_WEIGHT = 0.6  # else: a weight; else a feature or constant leaf
+
+
+def child_of(parent: Rule, g: Grammar, t: Term) -> Rule | None:
+    """The canonical child of raw term `t`, or None when the grammar rejects it or it is the
+    parent again."""
+    r = Rule(t)
+    if r.key == parent.key or not g.admits(r):
+        return None
+    return r
+
+
+# ------------------------------------------------------------------ subtree
+
+
+def subtree_mutation(rule: Rule, g: Grammar, rng) -> Rule:
+    """Replace a subtree (mostly an inner one, never the root unless it is all there is) by a
+    random subtree that fits the room left under max_size and max_depth."""
+    nodes = node_table(rule.term)
+    cands = nodes[1:] or nodes
+    for _ in range(ATTEMPTS):
+        n = pick(rng, cands)
+        room_size = g.max_size - (rule.size - n.size)
+        room_depth = g.max_depth - n.level
+        if room_size < 1 or room_depth < 1:
+            continue
+        child = child_of(rule, g, replace_at(rule.term, n.path,
+                                             random_subtree(g, rng, room_depth, room_size)))
+        if child is not None:
+            return child
+    return rule
+
+
+# ------------------------------------------------------------------ point
+
+
+def _swaps(n: Node, g: Grammar) -> tuple[str, ...]:
+    """Operators that can take the place of inner node `n` (same number of arguments)."""
+    op, k = n.term.op, len(n.term.args)
+    if op in NARY:
+        same = tuple(o for o in NARY if o != op and o in g.operators)
+        return same + (("eml",) if k == 2 and "eml" in g.operators else ())
+    if op == "eml":
+        return tuple(o for o in NARY if o in g.operators)
+    return tuple(o for o in ("exp", "log") if o != op and o in g.operators)
+
+
+def _other_leaf(leaf: Term, g: Grammar, rng) -> Term:
+    """A leaf of another kind or value than `leaf`."""
+    kinds = []
+    if leaf.op != "x" or len(g.features) > 1:
+        kinds.append("x")
+    if leaf.op != "w":
+        kinds.append("w")
+    if g.constants and (leaf.op != "num" or len(g.constants) > 1):
+        kinds.append("num")
+    kind = choose(rng, kinds)
+    if kind == "w":
+        return weight()
+    if kind == "x":
+        if leaf.op == "x":
+            others = [f for f in g.features if f != leaf.value]
+            return Term("x", (), choose(rng, others))
+        return random_feature(g, rng)
+    others = [c for c in g.constants if not (leaf.op == "num" and c == leaf.value)]
+    return num(choose(rng, others))
+
+
+def point_mutation(rule: Rule, g: Grammar, rng) -> Rule:
+    """Swap one operator for another of the same arity (add/mul, exp/log, and eml with a
+    two-argument add/mul), or one leaf for another (feature, weight or grammar constant)."""
+    nodes = node_table(rule.term)
+    inner = [(n, s) for n in nodes if n.size > 1 for s in (_swaps(n, g),) if s]
+    leaves = [n for n in nodes if n.size == 1]
+    for _ in range(ATTEMPTS):
+        if inner and (not leaves or rng.random() < P_POINT_OPERATOR):
+            n, ops = choose(rng, inner)
+            args = n.term.args
+            op = choose(rng, ops)
+            if op == "eml" and rng.random() < 0.5:
+                args = args[::-1]
+            new = Term(op, args)
+        elif leaves:
+            n = choose(rng, leaves)
+            new = _other_leaf(n.term, g, rng)
+        else:
+            break
+        child = child_of(rule, g, replace_at(rule.term, n.path, new))
+        if child is not None:
+            return child
+    return rule
+
+
+# ------------------------------------------------------------------ hoist
+
+
+def hoist(rule: Rule, g: Grammar, rng) -> Rule:
+    """Replace the rule by one of its proper subtrees that still holds a feature."""
+    cands = [n for n in node_table(rule.term)[1:] if n.has_feature]
+    if not cands:
+        return rule
+    for _ in range(ATTEMPTS):
+        child = child_of(rule, g, pick(rng, cands).term)
+        if child is not None:
+            return child
+    return rule
+
+
+# ------------------------------------------------------------------ shrink
+
+
+def shrink(rule: Rule, g: Grammar, rng) -> Rule:
+    """Replace a proper subtree by a weight or a leaf, or drop an argument of an add/mul:
+    the child is smaller than its parent."""
+    nodes = node_table(rule.term)
+    cands = [n for n in nodes[1:] if n.size > 1 or _deletable(n)]
+    if not cands:
+        return rule
+    for _ in range(ATTEMPTS):
+        n = pick(rng, cands)
+        if _deletable(n) and (n.size == 1 or rng.random() < P_SHRINK_DELETE):
+            new = num(0.0 if n.parent.op == "add" else 1.0)  # the identity: folded away
+        elif rng.random() < P_SHRINK_WEIGHT:
+            new = weight()
+        elif g.constants and rng.random() < 0.3:
+            new = num(choose(rng, g.constants))
+        else:
+            new = random_feature(g, rng)
+        child = child_of(rule, g, replace_at(rule.term, n.path, new))
+        if child is not None and child.size < rule.size:
+            return child
+    return rule
+
+
+def _deletable(n: Node) -> bool:
+    return n.parent is not None and n.parent.op in NARY and len(n.parent.args) > 1
+
+
+__all__ = ["ATTEMPTS", "child_of", "hoist", "point_mutation", "shrink", "subtree_mutation"]

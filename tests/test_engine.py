@@ -1,0 +1,155 @@
+"""The search engine: config validation, cache, determinism across backends, CLI."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evo_rules import app
+from evo_rules.cache import FitnessCache
+from evo_rules.config import ConfigError, from_dict, load
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny(backend="serial", workers=1, generations=3, seed=3, **search):
+    return {
+        "run": {"seed": seed, "generations": generations, "population": 16},
+        "task": {"name": "and-match",
+                 "settings": {"n_train": 200, "n_valid": 100, "n_test": 100}},
+        "search": {"hall_of_fame": 5, **search},
+        "grammar": {"max_size": 15},
+        "fit": {"max_iter": 8},
+        "evaluation": {"backend": backend, "workers": workers, "chunk": 3},
+    }
+
+
+def strip_times(report):
+    report = dict(report)
+    report.pop("seconds", None)
+    report.pop("run", None)
+    report["config"] = {k: v for k, v in report["config"].items() if k != "evaluation"}
+    return report
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[run]\nsede = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: \[run\]: unknown key 'sede'"):
+        load(p)
+    p.write_text("[run]\npopulation = 'many'\n")
+    with pytest.raises(ConfigError, match=r"\[run\].population: must be an integer"):
+        load(p)
+    p.write_text("[evaluation]\nbackend = 'gpu'\n")
+    with pytest.raises(ConfigError, match="backend"):
+        load(p)
+    p.write_text("[runn]\n")
+    with pytest.raises(ConfigError, match=r"unknown section \[runn\]"):
+        load(p)
+    p.write_text("[run\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(p)
+
+
+def test_shipped_configs_are_valid():
+    for name in os.listdir(os.path.join(ROOT, "runs")):
+        if name.endswith(".toml"):
+            load(os.path.join(ROOT, "runs", name))
+
+
+def test_cache_is_keyed_by_task_and_fit_settings(tmp_path):
+    path = tmp_path / "c.sqlite"
+    a = FitnessCache(path, "task-a", {"max_iter": 20})
+    a.put_many([{"key": "k1", "metric": 0.5}])
+    assert a.get_many(["k1", "k2"]) == {"k1": {"key": "k1", "metric": 0.5}}
+    assert FitnessCache(path, "task-a", {"max_iter": 5}).get_many(["k1"]) == {}
+    assert FitnessCache(path, "task-b", {"max_iter": 20}).get_many(["k1"]) == {}
+    a.close()
+    assert FitnessCache(path, "task-a", {"max_iter": 20}).get_many(["k1"])["k1"]["metric"] == 0.5
+
+
+def test_same_seed_same_run_and_cache_hits(tmp_path):
+    r1 = app.run_search(tiny(), out=str(tmp_path / "a"))
+    r2 = app.run_search(tiny(), out=str(tmp_path / "b"))
+    assert strip_times(r1) == strip_times(r2)
+    r3 = app.run_search(tiny(seed=4), out=str(tmp_path / "c"))
+    assert strip_times(r3) != strip_times(r1)
+    log = r1["logbook"]
+    assert len(log) == 4 and log[0]["gen"] == 0
+    assert all({"evals", "cache_hits", "dedup", "invalid", "best", "median_size"} <= set(row) for row in log)
+    assert r1["best"]["test_metrics"]["answer_score"] > 0
+    assert "linear" in r1["baselines"] and "oracle" in r1["baselines"]
+
+
+def test_shared_cache_turns_a_rerun_into_hits(tmp_path):
+    cfg = tiny()
+    cfg["cache"] = {"path": str(tmp_path / "shared.sqlite")}
+    first = app.run_search(cfg, out=str(tmp_path / "a"))
+    second = app.run_search(cfg, out=str(tmp_path / "b"))
+    assert sum(r["evals"] for r in second["logbook"]) == 0
+    assert sum(r["cache_hits"] for r in second["logbook"]) > 0
+    for part in ("hall_of_fame", "pareto_front", "best", "baselines"):
+        assert first[part] == second[part]
+    assert [r["best"] for r in first["logbook"]] == [r["best"] for r in second["logbook"]]
+
+
+def test_results_do_not_depend_on_backend_or_workers(tmp_path):
+    serial = app.run_search(tiny("serial", 1), out=str(tmp_path / "s"))
+    process = app.run_search(tiny("process", 2), out=str(tmp_path / "p"))
+    dask = app.run_search(tiny("dask", 2), out=str(tmp_path / "d"))
+    assert strip_times(serial) == strip_times(process) == strip_times(dask)
+
+
+def test_tournament_selection_runs(tmp_path):
+    r = app.run_search(tiny(selection="tournament", elite=2), out=str(tmp_path / "t"))
+    assert r["generation"] == 3 and r["best"] is not None
+
+
+def test_run_refuses_a_folder_that_holds_a_run(tmp_path):
+    app.run_search(tiny(generations=0), out=str(tmp_path / "a"))
+    with pytest.raises(ValueError, match="already holds a run"):
+        app.run_search(tiny(generations=0), out=str(tmp_path / "a"))
+
+
+def _cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "evo_rules.cli", *args], capture_output=True,
+                          text=True, env=env, cwd=cwd)
+
+
+def test_cli_bad_config_is_one_line_and_nonzero(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[search]\nselection = 'roulette'\n")
+    out = _cli("run", str(p), "--out", str(tmp_path / "x"))
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "selection" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_run_and_report(tmp_path):
+    p = tmp_path / "tiny.toml"
+    cfg = tiny(generations=1)
+    lines = []
+    for section, values in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in values.items():
+            if isinstance(v, dict):
+                continue
+            lines.append(f"{k} = {json.dumps(v)}")
+        if section == "task":
+            lines.append("[task.settings]")
+            lines += [f"{k} = {v}" for k, v in values["settings"].items()]
+    p.write_text("\n".join(lines) + "\n")
+    out = _cli("run", str(p), "--out", str(tmp_path / "r"), "--quiet")
+    assert out.returncode == 0, out.stderr
+    assert "hall of fame" in out.stdout
+    rep = _cli("report", str(tmp_path / "r"), "--json")
+    assert rep.returncode == 0
+    data = json.loads(rep.stdout)
+    assert data["generation"] == 1 and data["hall_of_fame"]
+    bad = _cli("report", str(tmp_path / "nothing"))
+    assert bad.returncode == 2 and "no report.json" in bad.stderr
