@@ -28,7 +28,7 @@ def default_config_path() -> str:
         return here
     from importlib import resources
 
-    return str(resources.files("fitness").joinpath("configs", DEFAULT_CONFIG))
+    return str(resources.files("evo_rules.runs").joinpath(DEFAULT_CONFIG))
 
 
 def task_handle(config: RunConfig) -> TaskHandle:
@@ -121,3 +121,101 @@ def run_search(config: Mapping | str | RunConfig | None = None, out: str | None 
     if run_overrides:
         cfg = cfg.replace("run", **run_overrides)
     return start(cfg, out, progress)[1]
+
+
+def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
+    """The seed's stage-two procedure: enumerate every template rule up to a size, evaluate all
+    through the cache, keep the best; each expansion round grows the best by one more term."""
+    import time
+
+    import operators as ops
+
+    from .backends import make_backend
+    from .cache import FitnessCache
+    from .evaluate import evaluate_rule
+    from .evaluator import Evaluator
+    from .gate import rerun_gate
+    from .report import write_json
+
+    started = time.perf_counter()
+    handle = task_handle(config)
+    task = handle.build()
+    sw = config.sweep
+    features = tuple(config.grammar.features or task.features)
+    vocab = ops.term_vocabulary(features, pairs=sw.pairs)
+    os.makedirs(out, exist_ok=True)
+    cache = FitnessCache(config.cache.path or os.path.join(out, "cache.sqlite"), task.fingerprint,
+                         config.fit_settings)
+    ev = config.evaluation
+    backend = make_backend(ev.backend, handle.factory, handle.token, config.fit_settings,
+                           workers=ev.n_workers, chunk=ev.chunk, retries=ev.retries,
+                           scheduler=ev.scheduler)
+    evaluator = Evaluator(cache, backend)
+    rounds = []
+    scored: dict[str, dict] = {}
+    try:
+        stage = ops.enumerate_rules(features, sw.max_signal, sw.max_damping, vocabulary=vocab)
+        for rnd in range(sw.expand_rounds + 1):
+            if rnd > 0:
+                best = sorted(scored.values(), key=lambda r: (-r["metric"], r["size"], r["key"]))
+                survivors = [ops_rule for ops_rule in (_parse(r["text"]) for r in best[: sw.expand_top])]
+                stage = ops.expand(survivors, vocab)
+            t0 = time.perf_counter()
+            results, hits = _evaluate_in_chunks(evaluator, list(stage.rules), progress,
+                                                f"sweep round {rnd}")
+            for r in results:
+                scored[r["key"]] = r
+            rounds.append({"round": rnd, "enumerated": stage.enumerated,
+                           "duplicates": stage.duplicates, "unique": stage.unique,
+                           "cache_hits": hits, "evaluated": len(results) - hits,
+                           "invalid": sum(not r["valid"] for r in results),
+                           "seconds": round(time.perf_counter() - t0, 3)})
+    finally:
+        backend.close()
+        cache.close()
+    best = sorted(scored.values(), key=lambda r: (-r["metric"], r["size"], r["key"]))[: sw.expand_top]
+    linear = task.linear_rule_text() if hasattr(task, "linear_rule_text") else None
+    finalists = []
+    for r in best:
+        test = evaluate_rule(r["text"], task, config.fit_settings, part="test")
+        finalists.append({"text": r["text"], "key": r["key"], "size": r["size"],
+                          "metric": r["metric"], "weights": r["weights"],
+                          "test_metrics": test["metrics"]})
+    result = {
+        "task": {"name": task.name, "fingerprint": task.fingerprint, "metric": task.metric_name},
+        "rounds": rounds,
+        "best": finalists,
+        "linear": evaluate_rule(linear, task, config.fit_settings, part="test")["metrics"] if linear else None,
+        "oracle": float(task.oracle("test")) if hasattr(task, "oracle") else None,
+        "rerun_gate": rerun_gate([f["text"] for f in finalists[: config.rerun.finalists]], task,
+                                 config.fit_settings, linear, config.rerun.seeds),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    write_json(os.path.join(out, "sweep.json"), result)
+    return result
+
+
+def _parse(text):
+    from .rule import parse
+
+    return parse(text)
+
+
+def _evaluate_in_chunks(evaluator, rules, progress: bool, desc: str, chunk: int = 256):
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(rules), unit="rule", desc=desc, dynamic_ncols=True)
+    results, hits = [], 0
+    try:
+        for i in range(0, len(rules), chunk):
+            part, h = evaluator.evaluate(rules[i:i + chunk])
+            results += part
+            hits += h
+            if bar is not None:
+                bar.update(len(part))
+    finally:
+        if bar is not None:
+            bar.close()
+    return results, hits

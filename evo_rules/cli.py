@@ -82,6 +82,21 @@ def _cmd_report(args) -> int:
     return 0
 
 
+def _cmd_sweep(args) -> int:
+    from . import app
+    from .config import load
+    from .report import format_sweep
+
+    config = load(args.config)
+    if args.backend:
+        config = config.replace("evaluation", backend=args.backend)
+    out = args.out or os.path.join("runs", f"{config.task.name}-sweep")
+    result = app.sweep(config, out, progress=not args.quiet)
+    print(format_sweep(result))
+    print(f"sweep: {os.path.join(out, 'sweep.json')}")
+    return 0
+
+
 def _cmd_tasks(args) -> int:
     from fitness.registry import TASKS
 
@@ -120,6 +135,13 @@ def build_parser() -> argparse.ArgumentParser:
     p2.add_argument("dir")
     p2.add_argument("--json", action="store_true")
     p2.set_defaults(func=_cmd_report)
+
+    w = sub.add_parser("sweep", help="enumerate every template rule up to a size, keep the best")
+    w.add_argument("config", help="TOML run config; its [sweep] section sets the sizes")
+    w.add_argument("--out", help="folder for sweep.json and the cache (default: runs/TASK-sweep)")
+    w.add_argument("--backend", choices=["serial", "process", "dask"])
+    w.add_argument("--quiet", action="store_true")
+    w.set_defaults(func=_cmd_sweep)
 
     t = sub.add_parser("tasks", help="list the registered tasks")
     t.set_defaults(func=_cmd_tasks)

@@ -140,6 +140,25 @@ class RerunSection:
             raise ConfigError(f"{where}: seeds and finalists must be >= 0")
 
 
+@dataclass(frozen=True)
+class SweepSection:
+    """`evo-rules sweep`: every (eml signal (add 1 (exp damping))) rule over a term vocabulary."""
+
+    max_signal: int = 1  # terms in the signal sum
+    max_damping: int = 1  # terms in the damping sum (plus a bias weight)
+    pairs: bool = True  # vocabulary: (mul w x.f) and, with pairs, (mul w x.f x.g)
+    expand_top: int = 10  # survivors grown by one more term per expansion round
+    expand_rounds: int = 1
+
+    def check(self, where):
+        _positive(where, "max_signal", self.max_signal)
+        if self.max_damping < 0:
+            raise ConfigError(f"{where}.max_damping: must be >= 0, got {self.max_damping}")
+        _positive(where, "expand_top", self.expand_top)
+        if self.expand_rounds < 0:
+            raise ConfigError(f"{where}.expand_rounds: must be >= 0, got {self.expand_rounds}")
+
+
 SECTIONS = {
     "run": RunSection,
     "task": TaskSection,
@@ -149,6 +168,7 @@ SECTIONS = {
     "evaluation": EvaluationSection,
     "cache": CacheSection,
     "rerun": RerunSection,
+    "sweep": SweepSection,
 }
 
 
@@ -162,6 +182,7 @@ class RunConfig:
     evaluation: EvaluationSection = field(default_factory=EvaluationSection)
     cache: CacheSection = field(default_factory=CacheSection)
     rerun: RerunSection = field(default_factory=RerunSection)
+    sweep: SweepSection = field(default_factory=SweepSection)
     source: str = "<defaults>"
 
     def to_dict(self) -> dict:

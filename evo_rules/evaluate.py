@@ -19,12 +19,18 @@ from .rule import parse
 INVALID_METRIC = -1e9  # below any real metric; finite so NSGA-II crowding stays well defined
 
 
-def evaluate_rule(text: str, task, fit_settings: Mapping[str, Any], part: str = "valid") -> dict:
+def evaluate_rule(text: str, task, fit_settings: Mapping[str, Any], part: str = "valid",
+                  init_seed: int | None = None) -> dict:
+    """Fit on train, score `part`. `init_seed` starts the fit from random weights drawn from
+    that seed instead of the data-informed start (used by the rerun gate)."""
     started = time.perf_counter()
     rule = parse(text)
     batch = task.batch("train")
+    init = None
+    if init_seed is not None:
+        init = np.random.default_rng(init_seed).normal(0.0, 0.5, len(rule.params))
     res = fit(rule, batch.X, batch.y, loss=task.loss, groups=batch.groups,
-              max_iter=int(fit_settings.get("max_iter", 20)))
+              max_iter=int(fit_settings.get("max_iter", 20)), init=init)
     out = {
         "key": rule.key,
         "text": rule.text,

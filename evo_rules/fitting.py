@@ -48,6 +48,12 @@ def linear_params(rule: Rule) -> list[int]:
 def fit(rule: Rule, X, y, loss: str = "squared", groups=None, max_iter: int = 20,
         init=None, tol: float = 1e-10, l2: float = 1e-8, names=None) -> FitResult:
     """Fit the rule's weights to (X, y). Returns weights, final loss, iterations, validity."""
+    # overflow in a trial step is expected and handled (the step is rejected): no warnings
+    with np.errstate(all="ignore"):
+        return _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names)
+
+
+def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
     L = make_loss(loss, y, groups)
     F = rule.feature_matrix(X, names)
     k = len(rule.params)

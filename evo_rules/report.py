@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 
+from .gate import rerun_gate
+
 REPORT = "report.json"
 
 
@@ -47,10 +49,17 @@ def build_report(search) -> dict:
         "hall_of_fame": [_entry(i, test_of(i.text)) for i in hof],
         "pareto_front": [_entry(i, test_of(i.text)) for i in front],
         "baselines": baselines(search, test_of),
+        "rerun_gate": gate_for(search, [i.text for i in hof[: search.config.rerun.finalists]]),
         "logbook": [{k: v for k, v in row.items() if k != "seconds"} for row in search.logbook],
         "seconds": [row.get("seconds") for row in search.logbook],
     }
     return report
+
+
+def gate_for(search, texts: list[str]) -> list[dict]:
+    task = search.task
+    linear = task.linear_rule_text() if hasattr(task, "linear_rule_text") else None
+    return rerun_gate(texts, task, search.config.fit_settings, linear, search.config.rerun.seeds)
 
 
 def reference_texts(task) -> list[str]:
@@ -77,13 +86,17 @@ def baselines(search, test_of) -> dict:
     return out
 
 
-def write_report(folder: str, report: dict) -> str:
-    path = os.path.join(folder, REPORT)
+def write_json(path: str, data: dict) -> str:
+    """Write JSON atomically: a reader never sees half a file."""
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2, sort_keys=True)
+        json.dump(data, fh, indent=2, sort_keys=True)
     os.replace(tmp, path)
     return path
+
+
+def write_report(folder: str, report: dict) -> str:
+    return write_json(os.path.join(folder, REPORT), report)
 
 
 def read_report(folder: str) -> dict:
@@ -121,4 +134,24 @@ def format_report(report: dict) -> str:
         lines.append("rerun gate (re-fitted on fresh seeds; passes if it beats the linear baseline every time):")
         for g in gate:
             lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  " + ", ".join(f"{v:.4f}" for v in g["metrics"]))
+    return "\n".join(lines)
+
+
+def format_sweep(result: dict) -> str:
+    metric = result["task"]["metric"]
+    lines = [f"sweep of task {result['task']['name']} ({result['seconds']:.1f} s)"]
+    for r in result["rounds"]:
+        lines.append(f"  round {r['round']}: {r['enumerated']} enumerated, {r['duplicates']} duplicates by key, "
+                     f"{r['unique']} unique, {r['cache_hits']} cache hits, {r['evaluated']} evaluated, "
+                     f"{r['invalid']} invalid, {r['seconds']:.1f} s")
+    if result.get("linear"):
+        lines.append(f"  linear baseline  test {metric} = {result['linear'].get(metric, float('nan')):.4f}")
+    if result.get("oracle") is not None:
+        lines.append(f"  oracle           test {metric} = {result['oracle']:.4f}")
+    lines.append(f"  {'valid':>7} {'test':>7} {'size':>4}  rule")
+    for f in result["best"]:
+        lines.append(f"  {f['metric']:7.4f} {f['test_metrics'].get(metric, float('nan')):7.4f} {f['size']:4d}  {f['text']}")
+    for g in result.get("rerun_gate", []):
+        lines.append(f"  gate {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  "
+                     + ", ".join(f"{m:.4f}>{l:.4f}" for m, l in zip(g["metrics"], g["linear"])))
     return "\n".join(lines)

@@ -20,6 +20,7 @@ from .backends import make_backend
 from .cache import FitnessCache
 from .config import RunConfig
 from .evaluate import evaluate_rule, task_from
+from .evaluator import Evaluator
 from .population import Birth, Individual, PopulationManager, Variation, generation_stats
 from .rule import parse
 
@@ -121,19 +122,9 @@ class Search:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _evaluate(self, births: list[Birth]) -> tuple[list[dict], int]:
-        keys = [b.rule.key for b in births]
-        cached = self.cache.get_many(keys)
-        misses = [b.rule.text for b in births if b.rule.key not in cached]
-        fresh = self.backend.map(misses) if misses else []
-        self.cache.put_many(fresh)
-        by_key = dict(cached)
-        by_key.update({r["key"]: r for r in fresh})
-        return [by_key[k] for k in keys], len(births) - len(misses)
-
     def _births_to_individuals(self, births: list[Birth], gen: int) -> tuple[list[Individual], dict]:
         t0 = time.perf_counter()
-        results, hits = self._evaluate(births)
+        results, hits = Evaluator(self.cache, self.backend).evaluate([b.rule for b in births])
         inds = [self.manager.make_individual(b, r, gen) for b, r in zip(births, results)]
         for ind in inds:
             self.lineage.record(ind)

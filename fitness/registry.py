@@ -63,3 +63,13 @@ def get_task(name: str, **settings):
         return factory(**settings)
     except TypeError as exc:
         raise ValueError(f"task {name!r}: bad settings {sorted(settings)}: {exc}") from None
+
+
+def _regression(**settings):
+    from .regression import RegressionTask
+
+    return RegressionTask(**settings)
+
+
+register("regression", _regression,
+         "symbolic regression on a CSV file (settings: path, target); squared loss, R^2 metric")
