@@ -66,6 +66,8 @@ def seed_texts(config: RunConfig, task) -> list[str]:
     texts = list(config.search.seed_rules)
     if config.search.seed_reference:
         texts += reference_texts(task)
+    if config.search.seed_linear and hasattr(task, "linear_rule_text"):
+        texts.append(task.linear_rule_text())
     return texts
 
 

@@ -19,6 +19,13 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the manager, which stops cleanly and shuts the pool down."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class SerialBackend:
     name = "serial"
 
@@ -47,7 +54,8 @@ class ProcessBackend:
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
-            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"))
+            self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                            initializer=_ignore_sigint)
         return self.pool
 
     def map(self, texts: list[str]) -> list[dict]:

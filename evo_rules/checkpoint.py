@@ -76,10 +76,14 @@ def read_file(path: str) -> dict:
 def read_latest(folder: str) -> dict:
     """The newest readable checkpoint of a run folder; falls back to the previous one, with a warning."""
     current = os.path.join(folder, NAME)
+    prev = os.path.join(folder, PREVIOUS)
+    if not os.path.exists(current) and not os.path.exists(prev):
+        raise CheckpointError(
+            f"{folder}: nothing to resume (no checkpoint: the run stopped before it saved one); "
+            f"start it again with `evo-rules run CONFIG --out {folder}`")
     try:
         return read_file(current)
     except CheckpointError as first:
-        prev = os.path.join(folder, PREVIOUS)
         if not os.path.exists(prev):
             raise
         state = read_file(prev)

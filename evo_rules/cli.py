@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 
 from . import __version__
 
@@ -97,6 +98,28 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_lineage(args) -> int:
+    from .families import families, format_families, metric_name, write_families
+    from .lineage_graph import export_graphml
+
+    fams = families(args.dir)
+    print(format_families(fams, top=args.top, metric=metric_name(args.dir)))
+    if args.families_json:
+        print(f"families: {write_families(args.dir, fams, args.families_json)}")
+    if args.graphml:
+        nodes, edges = export_graphml(args.dir, args.graphml)
+        print(f"graphml: {args.graphml} ({nodes} rules, {edges} parent links)")
+    return 0
+
+
+def _cmd_plot(args) -> int:
+    from .plots import plot_run
+
+    for path in plot_run(args.dir, args.out, top=args.top):
+        print(path)
+    return 0
+
+
 def _cmd_tasks(args) -> int:
     from fitness.registry import TASKS
 
@@ -136,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     p2.add_argument("--json", action="store_true")
     p2.set_defaults(func=_cmd_report)
 
+    g = sub.add_parser("lineage", help="a run's rule families; export its lineage graph")
+    g.add_argument("dir")
+    g.add_argument("--graphml", metavar="FILE", help="write the lineage graph (rules, parent links) as GraphML")
+    g.add_argument("--families-json", metavar="FILE", help="write every family with its members as JSON")
+    g.add_argument("--top", type=int, default=10, help="families to list (default 10)")
+    g.set_defaults(func=_cmd_lineage)
+
+    pl = sub.add_parser("plot", help="PNG plots of a run: families, best rule's ancestry, Pareto fronts, logbook")
+    pl.add_argument("dir")
+    pl.add_argument("--out", help="folder for the PNGs (default: DIR/plots)")
+    pl.add_argument("--top", type=int, default=8, help="families to plot (default 8)")
+    pl.set_defaults(func=_cmd_plot)
+
     w = sub.add_parser("sweep", help="enumerate every template rule up to a size, keep the best")
     w.add_argument("config", help="TOML run config; its [sweep] section sets the sizes")
     w.add_argument("--out", help="folder for sweep.json and the cache (default: runs/TASK-sweep)")
@@ -152,14 +188,30 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with warnings.catch_warnings():  # restores the warning display when main returns
+            warnings.showwarning = _warn_one_line
+            return args.func(args)
     except KeyboardInterrupt:
         print("evo-rules: interrupted", file=sys.stderr)
         return 130
     except (CLIError, ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"evo-rules: error: {msg}", file=sys.stderr)
+        print(f"evo-rules: error: {_one_line(msg)}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the CLI's promise: one readable line
+        if os.environ.get("EVO_RULES_DEBUG"):
+            raise
+        print(f"evo-rules: internal error: {type(exc).__name__}: {_one_line(exc)} "
+              "(set EVO_RULES_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 3
+
+
+def _warn_one_line(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"evo-rules: warning: {_one_line(message)}", file=sys.stderr)
+
+
+def _one_line(msg) -> str:
+    return " ".join(str(msg).split())
 
 
 if __name__ == "__main__":

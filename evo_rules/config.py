@@ -55,6 +55,7 @@ class SearchSection:
     elite: int = 10  # tournament only: best individuals kept unchanged
     seed_rules: list = field(default_factory=list)  # rule texts put into the first population
     seed_reference: bool = True  # also seed with the task's hand-written reference rules
+    seed_linear: bool = False  # also seed with the task's linear baseline rule
     hall_of_fame: int = 10
 
     def check(self, where):

@@ -72,4 +72,17 @@ def task_from(factory: Callable[[], Any], token: str):
 def evaluate_batch(texts: list[str], factory: Callable[[], Any], token: str,
                    fit_settings: Mapping[str, Any]) -> list[dict]:
     task = task_from(factory, token)
-    return [evaluate_rule(t, task, fit_settings) for t in texts]
+    return [_guarded(t, task, fit_settings) for t in texts]
+
+
+def _guarded(text: str, task, fit_settings) -> dict:
+    """One rule's failure (a bug, not bad numerics) marks that rule invalid, not the run dead;
+    the error text is kept in the result so it can be found."""
+    try:
+        return evaluate_rule(text, task, fit_settings)
+    except Exception as exc:  # noqa: BLE001 - deliberately broad: a week-long run must go on
+        rule = parse(text)
+        return {"key": rule.key, "text": rule.text, "size": rule.size, "valid": False,
+                "weights": [0.0] * len(rule.params), "fit_loss": None, "iterations": 0,
+                "metric": INVALID_METRIC, "metrics": {}, "seconds": 0.0,
+                "error": f"{type(exc).__name__}: {exc}"}

@@ -1,10 +1,11 @@
 """Lineage: an append-only JSON-lines record of every birth.
 
-One compact line per individual: id, key, parent ids, operator, generation, size, metric and
-validity. Nothing is kept in memory; the file is read back on demand (graph, families, plots).
-The writer reports its byte size so a checkpoint can record it and a resume can cut off
-records of a generation that was not checkpointed (a resumed run's lineage equals the
-uninterrupted run's).
+One compact line per individual: id, key, parent ids, operator, generation, size, metric
+(null when invalid) and the canonical rule text (so the file alone names every rule: graphs,
+families and plots need no cache). Nothing is kept in memory; the file is read back on demand
+(graph, families, plots: see `lineage_graph` and `families`). The writer reports its byte size
+so a checkpoint can record it and a resume can cut off records of a generation that was not
+checkpointed (a resumed run's lineage equals the uninterrupted run's).
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class LineageWriter:
 
     def record(self, ind) -> None:
         rec = {"id": ind.id, "key": ind.key, "parents": list(ind.parents), "op": ind.op,
-               "gen": ind.birth, "size": ind.size, "metric": ind.metric if ind.valid else None}
+               "gen": ind.birth, "size": ind.size, "metric": ind.metric if ind.valid else None,
+               "text": ind.text}
         self.fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
 
     def flush(self) -> int:

@@ -62,6 +62,10 @@ class _Builder:
         self.b: list[int] = []
         self.c: list[float] = []
         self.memo: dict[tuple, int] = {}
+        # slot of each term object already compiled: gradient terms share subterm objects with
+        # the rule, so a shared subtree is walked once. Only objects reachable from the terms
+        # passed to compile_terms go in (alive for the whole build, so their ids are not reused)
+        self.by_id: dict[int, int] = {}
         self.param_index = {p: i for i, p in enumerate(params)}
         self.feature_index = {f: i for i, f in enumerate(features)}
 
@@ -78,6 +82,12 @@ class _Builder:
         return slot
 
     def term(self, t: Term) -> int:
+        slot = self.by_id.get(id(t))
+        if slot is None:
+            slot = self.by_id[id(t)] = self._term(t)
+        return slot
+
+    def _term(self, t: Term) -> int:
         op = t.op
         if op == "num":
             return self.emit(K.CONST, c=float(t.value))
@@ -113,8 +123,9 @@ class _Builder:
                     return self.emit(K.RECIP, self.term(inner.args[0]))
             return self.emit(K.EXP, self.term(u))
         if op == "eml":
-            e = self.term(Term("exp", (t.args[0],)))
-            lg = self.term(Term("log", (t.args[1],)))
+            # fresh temporaries: compiled without the by-id memo (their ids may be reused)
+            e = self._term(Term("exp", (t.args[0],)))
+            lg = self._term(Term("log", (t.args[1],)))
             return self.emit(K.SUB, e, lg)
         raise ValueError(f"cannot compile operator {op!r}")
 

@@ -18,7 +18,7 @@ from deap import tools
 from . import checkpoint, lineage
 from .backends import make_backend
 from .cache import FitnessCache
-from .config import RunConfig
+from .config import RunConfig, from_dict
 from .evaluate import evaluate_rule, task_from
 from .evaluator import Evaluator
 from .population import Birth, Individual, PopulationManager, Variation, generation_stats
@@ -58,7 +58,8 @@ class Search:
         self.progress = progress
         self.seed_texts = list(seeds)
         self.interrupted = False
-        if not resume and os.path.exists(os.path.join(self.out, checkpoint.NAME)):
+        if not resume and any(os.path.exists(os.path.join(self.out, n))
+                              for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
             raise RunFolderError(
                 f"{self.out} already holds a run; resume it with `evo-rules resume {out_dir}` "
                 "or choose another --out")
@@ -92,18 +93,32 @@ class Search:
             "config": self.config.to_dict(),
             "task": {"name": self.task.name, "fingerprint": self.task.fingerprint},
             "lineage_bytes": self.lineage_bytes,
+            "cache_rowid": self._cache_rowid(),
         }
+
+    def _own_cache(self) -> bool:
+        return not self.config.cache.path
+
+    def _cache_rowid(self) -> int | None:
+        """The run's own cache's last row: rows past it were written after this checkpoint."""
+        if not self._own_cache():
+            return None
+        return self.cache.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM evaluations").fetchone()[0]
 
     def load_state(self, state: dict) -> None:
         want = self.config.to_dict()
+        # resolved like the config: a key added since the checkpoint was written gets its default
+        saved = from_dict(state["config"], source=os.path.join(self.out, checkpoint.NAME)).to_dict()
         for section in ("task", "grammar", "fit", "search"):
-            if state["config"].get(section) != want.get(section):
+            have, now = saved.get(section) or {}, want.get(section) or {}
+            if have != now:
+                diffs = [f"{k} = {json.dumps(have.get(k))} in the checkpoint, {json.dumps(now.get(k))} now"
+                         for k in sorted(set(have) | set(now)) if have.get(k) != now.get(k)]
                 raise RunFolderError(
                     f"{self.out}: the config's [{section}] differs from the checkpoint's "
-                    f"({json.dumps(state['config'].get(section), sort_keys=True)} vs "
-                    f"{json.dumps(want.get(section), sort_keys=True)}); resume with the run's own config")
+                    f"({'; '.join(diffs)}); resume with the run's own config")
         for key in ("seed", "population"):
-            if state["config"]["run"][key] != want["run"][key]:
+            if saved["run"][key] != want["run"][key]:
                 raise RunFolderError(f"{self.out}: [run].{key} differs from the checkpoint's")
         if state["task"]["fingerprint"] != self.task.fingerprint:
             raise RunFolderError(
@@ -112,13 +127,21 @@ class Search:
         m = self.manager
         m.rng.bit_generator.state = state["rng"]
         m.next_id = state["next_id"]
-        m.hof.update([Individual.from_dict(d) for d in state["hall_of_fame"]])
-        m.front.update([Individual.from_dict(d) for d in state["front"]])
+        # oldest first: DEAP puts a later insert before its fitness ties, so this restores the
+        # saved order exactly (which tie the hall of fame drops next depends on it)
+        m.hof.update([Individual.from_dict(d) for d in reversed(state["hall_of_fame"])])
+        m.front.update([Individual.from_dict(d) for d in reversed(state["front"])])
         m.set_population([Individual.from_dict(d) for d in state["population"]])
         for row in state["logbook"]:
             self.logbook.record(**row)
         self.generation = state["generation"]
         self.lineage_bytes = state["lineage_bytes"]
+        mark = state.get("cache_rowid")
+        if mark is not None and self._own_cache():
+            # results stored after the checkpoint would turn the redone generation's evaluations
+            # into cache hits: drop them, so the logbook equals the uninterrupted run's
+            with self.cache.db:
+                self.cache.db.execute("DELETE FROM evaluations WHERE rowid > ?", (mark,))
 
     # ------------------------------------------------------------------ evaluation
 
@@ -157,6 +180,8 @@ class Search:
                                     retries=ev.retries, scheduler=ev.scheduler)
         resuming = self.generation >= 0
         self.lineage = lineage.LineageWriter(self.out, truncate_to=self.lineage_bytes if resuming else 0)
+        if self.generation < 0:  # a checkpoint before any work: a run killed from here on resumes
+            checkpoint.write(self.out, self.state())
         bar = None
         try:
             if self.progress:

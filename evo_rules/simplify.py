@@ -19,7 +19,7 @@ def _fold_numbers(op: str, values: list[float]) -> float:
     if op == "add":
         return math.fsum(values)
     p = 1.0
-    for v in values:
+    for v in sorted(values):  # a fixed order: the product does not depend on argument order
         p *= v
     return p
 
@@ -43,8 +43,10 @@ def _apply(op: str, vals: list[float]) -> float | None:
 def _simplify_once(t: Term, fold_weights: bool) -> Term:
     if t.is_leaf:
         return t
-    args = [_simplify_once(a, fold_weights) for a in t.args]
     op = t.op
+    # flatten nested add/add, mul/mul before folding numbers, so grouping cannot change rounding
+    raw = _flatten(t) if op in NARY else t.args
+    args = [_simplify_once(a, fold_weights) for a in raw]
     if op in NARY:
         out = _simplify_nary(op, args, fold_weights)
     elif all(a.op == "num" for a in args):
@@ -58,6 +60,13 @@ def _simplify_once(t: Term, fold_weights: bool) -> Term:
         out = Term(op, tuple(args))
     if fold_weights and out.op != "w" and is_pure_weight(out):
         return weight()
+    return out
+
+
+def _flatten(t: Term) -> list[Term]:
+    out: list[Term] = []
+    for a in t.args:
+        out.extend(_flatten(a) if a.op == t.op else (a,))
     return out
 
 

@@ -457,6 +457,12 @@ class BabiTask:
     features = FEATURES
     metric_name = "support_recall"
 
+    def linear_rule_text(self) -> str:
+        return linear_rule_text(self.features)
+
+    def reference_rules(self) -> dict[str, str]:
+        return reference_rules()
+
     def __init__(self, task: int = 2, valid_fraction: float = 0.2, chain_order: str = "file",
                  data_dir=None):
         task = int(task)

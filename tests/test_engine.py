@@ -153,3 +153,50 @@ def test_cli_run_and_report(tmp_path):
     assert data["generation"] == 1 and data["hall_of_fame"]
     bad = _cli("report", str(tmp_path / "nothing"))
     assert bad.returncode == 2 and "no report.json" in bad.stderr
+
+
+class _DyingTask:
+    """Wraps a task; the first evaluation that finds the flag file removes it and kills its worker."""
+
+    def __init__(self, flag):
+        from fitness.registry import get_task
+
+        self.inner = get_task("and-match", n_train=100, n_valid=50, n_test=50)
+        self.flag = flag
+        for attr in ("name", "loss", "features", "metric_name", "fingerprint"):
+            setattr(self, attr, getattr(self.inner, attr))
+
+    def batch(self, part):
+        return self.inner.batch(part)
+
+    def score(self, part, scorer):
+        try:
+            os.remove(self.flag)
+        except FileNotFoundError:
+            return self.inner.score(part, scorer)
+        os._exit(1)  # the worker dies mid-generation
+
+
+def _dying_factory(flag):
+    return _DyingTask(flag)
+
+
+def test_a_dead_worker_costs_a_retry_not_the_run(tmp_path):
+    from functools import partial
+
+    from evo_rules.backends import ProcessBackend, SerialBackend
+
+    flag = tmp_path / "die"
+    flag.write_text("once")
+    texts = ["(mul w x.color)", "(mul w x.shape)", "(add (mul w x.color) (mul w x.shape))",
+             "(mul x.color x.shape)"]
+    factory = partial(_dying_factory, str(flag))
+    proc = ProcessBackend(factory, "dying", {"max_iter": 5}, workers=2, chunk=1, retries=2)
+    try:
+        got = proc.map(texts)
+    finally:
+        proc.close()
+    assert not flag.exists()  # a worker did die
+    want = SerialBackend(factory, "dying-serial", {"max_iter": 5}).map(texts)
+    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
+    assert strip(got) == strip(want)

@@ -1,0 +1,376 @@
+"""Plots of a run folder, written as PNGs to DIR/plots/ by `evo-rules plot DIR`.
+
+- `families.png`: the best validation metric of each of the top rule families (see
+  `families`) over generations: a family's line runs from its first birth to the last
+  generation it is known alive (x: it died out before the end), with the population's best
+  from the logbook for reference; below, the rules born in each family per generation (how
+  much of the search's work it gets).
+- `ancestry.png`: the ancestry of the run's best rule, layered by generation (ancestors at the
+  top): its line of first parents back to generation 0 first, then crossover donors, up to
+  `max_nodes` rules; nodes show id, generation, metric and the shortened rule, edges the
+  operator (dashed: a crossover donor); "+k" marks a rule with k ancestors not drawn.
+- `pareto.png`: the Pareto front (size vs metric) of all valid rules born up to a few
+  generations. The lineage records births, not survival; for NSGA-II selection this front is
+  exactly the population's first front (a non-dominated rule is never dropped). Grey dots are
+  every valid rule born in the run.
+- `logbook.png`: best and median metric of the population per generation, and evaluations,
+  cache hits, duplicates dropped and invalid rules per generation.
+
+Only matplotlib (Agg, through `matplotlib.figure.Figure`: no pyplot state, no display).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+from matplotlib.figure import Figure
+
+from . import checkpoint
+from .families import Family, families, shorten
+from .lineage_graph import best_individual, records
+
+PLOTS = ("families.png", "ancestry.png", "pareto.png", "logbook.png")
+TOP_FAMILIES = 8
+
+
+def _run_info(folder: str) -> tuple[str, str, list[dict]]:
+    """(run title, metric name, logbook rows) from report.json, else from the checkpoint."""
+    try:
+        with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
+            rep = json.load(fh)
+        return (f"{rep['task']['name']} — {os.path.basename(os.path.abspath(folder))}",
+                rep["task"].get("metric", "metric"), rep.get("logbook", []))
+    except (OSError, ValueError, KeyError):
+        pass
+    try:
+        state = checkpoint.read_latest(folder)
+        return (f"{state['task']['name']} — {os.path.basename(os.path.abspath(folder))}", "metric",
+                state.get("logbook", []))
+    except (ValueError, OSError, KeyError):
+        return os.path.basename(os.path.abspath(folder)), "metric", []
+
+
+def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
+             max_nodes: int = 24) -> list[str]:
+    """Write the four PNGs; returns their paths."""
+    out = out or os.path.join(folder, "plots")
+    os.makedirs(out, exist_ok=True)
+    recs = list(records(folder))
+    if not recs:
+        raise ValueError(f"{folder}: the lineage is empty (no generation finished)")
+    title, metric, logbook = _run_info(folder)
+    fams = families(folder, recs)
+    paths = [os.path.join(out, name) for name in PLOTS]
+    plot_families(fams, logbook, metric, title, paths[0], top)
+    plot_ancestry(recs, best_individual(folder, recs), fams, metric, title, paths[1], max_nodes)
+    plot_pareto(recs, metric, title, paths[2])
+    plot_logbook(logbook, metric, title, paths[3])
+    return paths
+
+
+# ---------------------------------------------------------------------- 1. families
+
+def _pick_families(fams: list[Family], top: int) -> list[Family]:
+    valid = [f for f in fams if f.best_metric is not None]
+    several = [f for f in valid if f.size > 1]
+    chosen = several[:top] if len(several) >= top else valid[:top]
+    return sorted(chosen, key=lambda f: f.id)
+
+
+def plot_families(fams: list[Family], logbook: list[dict], metric: str, title: str, path: str,
+                  top: int = TOP_FAMILIES) -> str:
+    from matplotlib.ticker import MaxNLocator
+
+    chosen = _pick_families(fams, top)
+    n_leg = len(chosen) + 1
+    fig = Figure(figsize=(11, 7.4 + 0.24 * n_leg), layout="constrained")
+    ax, births = fig.subplots(2, 1, sharex=True, height_ratios=(2.2, 1))
+    colors = [f"C{k}" for k in range(10)]
+    last = max((r["gen"] for r in logbook), default=max((f.last_gen for f in fams), default=0))
+    if logbook:
+        gens = [r["gen"] for r in logbook if r.get("best") is not None]
+        ax.step(gens, [r["best"] for r in logbook if r.get("best") is not None], where="post",
+                color="0.6", lw=5, alpha=0.45, label="population best (logbook)", zorder=1)
+    for k, fam in enumerate(chosen):
+        c = colors[k % len(colors)]
+        gens = sorted(fam.best_by_gen)
+        label = (f"F{fam.id}  {shorten(fam.best_text)}   [{fam.head}; {fam.size} rules, "
+                 f"gen {fam.first_gen}–{fam.last_gen}{'' if fam.alive_at_end else ', died out'}]")
+        if gens:
+            vals = [fam.best_by_gen[g] for g in gens]
+            ax.step(gens, vals, where="post", color=c, lw=1.8, label=label, zorder=3)
+            ax.plot(gens[0], vals[0], "o", color=c, ms=5, zorder=4)
+            if not fam.alive_at_end:
+                ax.plot(gens[-1], vals[-1], "x", color=c, ms=8, mew=2, zorder=4)
+        span = range(fam.first_gen, fam.last_gen + 1)
+        births.plot(list(span), [fam.births_by_gen.get(g, 0) for g in span], "-", color=c, lw=1.4,
+                    marker="." if len(span) < 30 else None)
+    ax.set_ylabel(f"best validation {metric} so far")
+    ax.grid(alpha=0.3)
+    ax.set_title(f"{title}: the top {len(chosen)} of {len(fams)} rule families "
+                 "(o = founded, x = died out)", fontsize=11)
+    births.xaxis.set_major_locator(MaxNLocator(integer=True))
+    births.set_xlabel("generation")
+    births.set_ylabel("rules born in the family")
+    births.set_xlim(-0.5, last + 0.5)
+    births.set_ylim(bottom=0)
+    births.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=1, frameon=False,
+               prop={"family": "monospace", "size": 8})
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ---------------------------------------------------------------------- 2. ancestry
+
+def _select_ancestors(by_id: dict[int, dict], best: int, max_nodes: int) -> list[int]:
+    """Ancestors of `best`, fewest donor edges first, then nearest: the first-parent line first."""
+    import heapq
+
+    seen = {best: (0, 0)}
+    heap = [(0, 0, -by_id[best]["gen"], best)]
+    chosen: list[int] = []
+    while heap and len(chosen) < max_nodes:
+        donors, dist, _, n = heapq.heappop(heap)
+        if seen.get(n) != (donors, dist) or n in chosen:
+            continue
+        chosen.append(n)
+        for k, p in enumerate(by_id[n]["parents"]):
+            if p not in by_id:
+                continue
+            cost = (donors + (k > 0), dist + 1)
+            if p not in seen or cost < seen[p]:
+                seen[p] = cost
+                heapq.heappush(heap, (cost[0], cost[1], -by_id[p]["gen"], p))
+    return chosen
+
+
+def _wrap(text: str, width: int) -> str:
+    lines, cur = [], ""
+    for word in text.split(" "):
+        if cur and len(cur) + 1 + len(word) > width:
+            lines.append(cur)
+            cur = "  " + word
+        else:
+            cur = f"{cur} {word}" if cur else word
+    return "\n".join(lines + [cur])
+
+
+def _count_ancestors(by_id: dict[int, dict], node: int, limit: int = 999) -> int:
+    stack, seen = list(by_id[node]["parents"]), set()
+    while stack and len(seen) < limit:
+        p = stack.pop()
+        if p in seen or p not in by_id:
+            continue
+        seen.add(p)
+        stack.extend(by_id[p]["parents"])
+    return len(seen)
+
+
+def plot_ancestry(recs: list[dict], best: int | None, fams: list[Family], metric: str, title: str,
+                  path: str, max_nodes: int = 24) -> str:
+    import matplotlib
+    from matplotlib import colors as mcolors
+    from matplotlib.patches import FancyArrowPatch
+
+    by_id = {r["id"]: r for r in recs}
+    if best is None or best not in by_id:
+        fig = Figure(figsize=(8, 3), layout="constrained")
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no valid rule in this run: no ancestry to draw", ha="center", va="center")
+        fig.savefig(path, dpi=110)
+        return path
+    nodes = _select_ancestors(by_id, best, max_nodes)
+    keep = set(nodes)
+    fam_of = {i: f.id for f in fams for i in f.members if i in keep}
+    # layers: one row per generation that holds a drawn node, ancestors at the top
+    gens = sorted({by_id[n]["gen"] for n in nodes})
+    row = {g: k for k, g in enumerate(gens)}
+    # columns: the first-parent line of the best rule in column 0, others placed next to their
+    # children (barycentre), then spread so that no two nodes of a row overlap
+    line, n = [], best
+    while True:
+        line.append(n)
+        ps = [p for p in by_id[n]["parents"] if p in keep]
+        if not by_id[n]["parents"] or by_id[n]["parents"][0] not in keep:
+            break
+        n = ps[0]
+    x: dict[int, float] = {n: 0.0 for n in line}
+    children = defaultdict(list)
+    for n in nodes:
+        for p in by_id[n]["parents"]:
+            if p in keep:
+                children[p].append(n)
+    for n in sorted(nodes, key=lambda n: -by_id[n]["gen"]):  # children before parents
+        if n not in x:
+            kids = [x[c] for c in children[n] if c in x]
+            x[n] = (sum(kids) / len(kids) if kids else 0.0) + 0.5
+    for g in gens:
+        members = sorted((n for n in nodes if by_id[n]["gen"] == g), key=lambda n: (x[n], n))
+        fixed = [n for n in members if n in line]
+        others = [n for n in members if n not in line]
+        taken = {x[n] for n in fixed}
+        for n in others:
+            want = max(round(x[n]), 1) if x[n] > 0 else min(round(x[n]), -1)
+            col = want
+            step = 0
+            while col in taken:
+                step += 1
+                col = want + step
+            x[n] = float(col)
+            taken.add(col)
+    xs = sorted({x[n] for n in nodes})
+    col_of = {v: k for k, v in enumerate(xs)}
+    ncols, nrows = len(xs), len(gens)
+    col_w, row_h = 3.6, 1.0
+    fig = Figure(figsize=(max(7.5, col_w * ncols + 1.4), max(3.5, row_h * nrows + 1.4)),
+                 layout="constrained")
+    ax = fig.add_subplot()
+    pos = {n: (col_of[x[n]] * col_w, -row[by_id[n]["gen"]]) for n in nodes}
+    metrics = [by_id[n]["metric"] for n in nodes if by_id[n]["metric"] is not None]
+    norm = mcolors.Normalize(min(metrics, default=0.0), max(metrics, default=1.0))
+    cmap = matplotlib.colormaps["viridis"]
+    boxes = {}
+    for n in nodes:
+        r = by_id[n]
+        m = r["metric"]
+        face = cmap(norm(m)) if m is not None else (0.85, 0.85, 0.85, 1.0)
+        light = tuple(0.55 + 0.45 * c for c in face[:3])
+        hidden = sum(1 for p in r["parents"] if p not in keep)
+        more = f"  +{_count_ancestors(by_id, n)}" if hidden else ""
+        head = (f"#{n} F{fam_of.get(n, '?')} {r['op']}  {metric} "
+                f"{'invalid' if m is None else f'{m:.4f}'}  size {r['size']}{more}")
+        boxes[n] = ax.text(*pos[n], f"{head}\n{_wrap(shorten(r['text'], 3 * 48), 48)}",
+                           ha="center", va="center", fontsize=6.6, family="monospace", zorder=3,
+                           bbox={"boxstyle": "round,pad=0.3", "fc": light,
+                                 "ec": "crimson" if n == best else "0.3",
+                                 "lw": 2.0 if n == best else 0.8})
+    fig.canvas.draw()  # lays the boxes out, so arrows can be clipped at their edges
+    for n in nodes:
+        for k, p in enumerate(dict.fromkeys(by_id[n]["parents"])):  # a self-cross: one edge
+            if p not in keep:
+                continue
+            (x0, y0), (x1, y1) = pos[p], pos[n]
+            ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
+                                         lw=1.0, color="0.35", linestyle="--" if k > 0 else "-",
+                                         patchA=boxes[p].get_bbox_patch(),
+                                         patchB=boxes[n].get_bbox_patch(), zorder=1))
+            # a first parent's label half a row above the child, a donor's half a row below
+            # the donor: two edges into one child keep their labels apart
+            t = 0.5 / (y0 - y1) if k > 0 else 1 - 0.5 / (y0 - y1)
+            ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), by_id[n]["op"] if k == 0 else "donor",
+                    fontsize=6.5, ha="center", va="center", color="0.2", zorder=2, style="italic",
+                    bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.9})
+    ax.set_xlim(-col_w * 0.55, col_w * (ncols - 1) + col_w * 0.55)
+    ax.set_ylim(-(nrows - 1) - 0.6, 0.6)
+    ax.set_yticks([-k for k in range(nrows)], [f"gen {g}" for g in gens], fontsize=8)
+    ax.set_xticks([])
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    total = _count_ancestors(by_id, best, limit=10**9)
+    ax.set_title(f"{title}: ancestry of the best rule #{best} ({len(nodes) - 1} of its {total} "
+                 f"ancestors; first-parent line first)\nnode: id, family, operator, {metric}, size "
+                 f"(+k: ancestors not drawn); edge label: operator, dashed = crossover donor",
+                 fontsize=9.5)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ---------------------------------------------------------------------- 3. Pareto fronts
+
+def _front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
+    """Non-dominated (size, metric) points: smaller size, larger metric."""
+    out: list[tuple[int, float]] = []
+    best = None
+    for size, m in sorted(points, key=lambda p: (p[0], -p[1])):
+        if best is None or m > best:
+            out.append((size, m))
+            best = m
+    return out
+
+
+def plot_pareto(recs: list[dict], metric: str, title: str, path: str, n_fronts: int = 5) -> str:
+    import matplotlib
+    from matplotlib.ticker import MaxNLocator
+
+    valid = [(r["gen"], r["size"], r["metric"]) for r in recs if r["metric"] is not None]
+    fig = Figure(figsize=(13, 5.8), layout="constrained")
+    full, zoom = fig.subplots(1, 2, width_ratios=(1, 1.25))
+    if not valid:
+        for ax in (full, zoom):
+            ax.text(0.5, 0.5, "no valid rule in this run", ha="center", va="center",
+                    transform=ax.transAxes)
+        fig.savefig(path, dpi=110)
+        return path
+    last = max(g for g, _, _ in valid)
+    picks = sorted({round(last * k / (n_fronts - 1)) for k in range(n_fronts)}) if last else [0]
+    cmap = matplotlib.colormaps["viridis"]
+    fronts = {g: _front([(s, m) for gen, s, m in valid if gen <= g]) for g in picks}
+    for ax in (full, zoom):
+        ax.scatter([s for _, s, _ in valid], [m for _, _, m in valid], s=7, color="0.72",
+                   alpha=0.5, lw=0, label="every valid rule born in the run", zorder=1)
+        for k, g in enumerate(picks):
+            front = fronts[g]
+            ax.step([s for s, _ in front], [m for _, m in front], where="post",
+                    color=cmap(0.9 * k / max(len(picks) - 1, 1)), lw=1.8, marker="o", ms=4.5,
+                    label=f"front of rules born up to generation {g} ({len(front)} rules)",
+                    zorder=2 + k)
+        ax.set_xlim(0, max(s for _, s, _ in valid) + 1)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("rule size (nodes of the canonical term)")
+        ax.grid(alpha=0.3)
+    full.set_ylabel(f"validation {metric}")
+    full.set_title("every valid rule", fontsize=10)
+    # zoom: the upper half of every front (small rules with poor metrics fall below it)
+    top = max(m for f in fronts.values() for _, m in f)
+    low = min(sorted(m for _, m in f)[len(f) // 2] for f in fronts.values())
+    span = max(top - low, 1e-3)
+    zoom.set_ylim(low - 0.35 * span, top + 0.15 * span)
+    zoom.set_title("zoom on the top of the fronts", fontsize=10)
+    zoom.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"{title}: Pareto front (size vs validation {metric}) at {len(picks)} generations "
+                 "\n(all rules born up to each generation; with NSGA-II this is the population's "
+                 "first front)", fontsize=10.5)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ---------------------------------------------------------------------- 4. logbook
+
+def plot_logbook(logbook: list[dict], metric: str, title: str, path: str) -> str:
+    fig = Figure(figsize=(9, 7), layout="constrained")
+    ax1, ax2 = fig.subplots(2, 1, sharex=True)
+    rows = [r for r in logbook if "gen" in r]
+    gens = [r["gen"] for r in rows]
+    for key, style in (("best", "-o"), ("median", "-s")):
+        pts = [(r["gen"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax1.plot([g for g, _ in pts], [v for _, v in pts], style, ms=3.5, lw=1.6,
+                     label=f"{key} {metric} of the population")
+    ax1.set_ylabel(f"validation {metric}")
+    ax1.grid(alpha=0.3)
+    ax1.legend(fontsize=8, loc="lower right")
+    ax1.set_title(f"{title}: logbook", fontsize=11)
+    evals = [r.get("evals", 0) for r in rows]
+    hits = [r.get("cache_hits", 0) for r in rows]
+    ax2.bar(gens, evals, color="C0", label="evaluations (cache misses)")
+    ax2.bar(gens, hits, bottom=evals, color="C2", label="cache hits")
+    ax2.plot(gens, [r.get("dedup", 0) for r in rows], "-^", color="C3", ms=3.5, lw=1.2,
+             label="duplicates dropped before evaluation")
+    ax2.plot(gens, [r.get("invalid", 0) for r in rows], "-x", color="C1", ms=4, lw=1.2,
+             label="invalid rules")
+    ax2.set_xlabel("generation")
+    ax2.set_ylabel("rules per generation")
+    ax2.grid(alpha=0.3, axis="y")
+    ax2.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=4, frameon=False)
+    if rows:
+        ax2.set_ylim(0, max(max(e + h, r.get("dedup", 0), r.get("invalid", 0))
+                            for e, h, r in zip(evals, hits, rows)) * 1.08 + 1)
+    if not rows:
+        ax1.text(0.5, 0.5, "no logbook (no generation finished)", ha="center", transform=ax1.transAxes)
+    fig.savefig(path, dpi=110)
+    return path
