@@ -113,9 +113,9 @@ PENALTY = 1e10  # loss returned to the optimizer for non-finite scores
 # ---------------------------------------------------------------- settings
 
 FULL = dict(n_train=1000, n_valid=500, n_test=500, population=120, generations=20,
-            budget=420.0, process=True, ablation=True)
+            budget=420.0, process=True, ablation=True, same_rules=100, repeats=3)
 QUICK = dict(n_train=300, n_valid=200, n_test=200, population=40, generations=3,
-             budget=10.0, process=False, ablation=False)
+             budget=10.0, process=False, ablation=False, same_rules=20, repeats=1)
 
 
 def engine_config(s: dict, seed: int, backend: str, workers: int = 0) -> dict:
@@ -444,6 +444,86 @@ def run_deap(s: dict, seed: int, budget: float, chase: float, maxiter: int = 20)
     }
 
 
+# ---------------------------------------------------------------- same rules, one evaluation each
+
+def term_to_tree(t, ps: gp.PrimitiveSet, rng: random.Random) -> DeapTree:
+    """A canonical term as a DEAP tree of the evolved set: n-ary add/mul as left-nested binary
+    chains, each weight an ephemeral drawn like DEAP's (U(-1, 1)), numbers as constants."""
+    prims = {p.name: p for p in ps.primitives[ps.ret]}
+    args = {a.value: a for a in ps.terminals[ps.ret] if isinstance(a, gp.Terminal)
+            and isinstance(a.value, str)}
+    eph = next(e for e in ps.terminals[ps.ret] if isinstance(e, gp.MetaEphemeral))
+    nodes: list = []
+
+    def rec(u):
+        if u.op == "num":
+            nodes.append(gp.Terminal(float(u.value), False, object))
+        elif u.op == "w":
+            e = eph()
+            e.value = rng.uniform(-1.0, 1.0)
+            nodes.append(e)
+        elif u.op == "x":
+            nodes.append(args["x_" + str(u.value)])
+        else:
+            n_prims = len(u.args) - 1 if u.op in ("add", "mul") else 1
+            nodes.extend([prims[u.op]] * n_prims)
+            for a in u.args:
+                rec(a)
+
+    rec(t)
+    return DeapTree(nodes)
+
+
+def same_rules(task: SyntheticTask, n_rules: int, repeats: int, maxiter: int, seed: int) -> dict:
+    """Both fitters on the same rules: `n_rules` random rules of the engine's grammar (template
+    share 0.5, no duplicates), each fitted on train and scored on valid once per repeat by
+    `evaluate_rule` (parse, canonical form, symbolic gradients, program, LM fit, score) and by
+    the DEAP evaluator (lift, gp.compile, BFGS fit, score). Passes alternate inside a repeat;
+    the ratio is the median over repeats of the per-repeat time ratio."""
+    import operators as ops
+    from evo_rules.evaluate import evaluate_rule
+
+    g = ops.Grammar(features=FEATURES, max_size=25, max_depth=8, template_share=0.5)
+    rng = np.random.default_rng(seed)
+    rules, seen = [], set()
+    while len(rules) < n_rules:
+        r = ops.random_rule(g, rng)
+        if r.key not in seen:
+            seen.add(r.key)
+            rules.append(r)
+    ps, fit_ps = make_psets()
+    prng = random.Random(seed)
+    trees = [term_to_tree(r.term, ps, prng) for r in rules]
+    ev = DeapEvaluator(task, fit_ps, maxiter)
+    settings = {"max_iter": 20}
+    times = {"engine": [], "deap": []}
+    scores: dict[str, list] = {}
+    for _ in range(repeats):
+        t = clock()
+        eng = [evaluate_rule(r.text, task, settings) for r in rules]
+        times["engine"].append(clock() - t)
+        fresh = [copy.deepcopy(tr) for tr in trees]  # same start weights every repeat
+        t = clock()
+        dp = [ev(tr) for tr in fresh]
+        times["deap"].append(clock() - t)
+        scores = {"engine": [e["metric"] for e in eng], "deap": [d[0] for d in dp]}
+    ratio = common.median([d / e for d, e in zip(times["deap"], times["engine"])])
+    both = [(e, d) for e, d in zip(scores["engine"], scores["deap"]) if e > INVALID and d > INVALID]
+    return {
+        "n": len(rules), "repeats": repeats,
+        "size": sum(r.size for r in rules) / len(rules),
+        "weights": sum(len(r.params) for r in rules) / len(rules),
+        "engine_s": common.median(times["engine"]), "deap_s": common.median(times["deap"]),
+        "ratio": ratio,
+        "valid": {k: sum(v > INVALID for v in scores[k]) for k in scores},
+        "both": len(both),
+        "mean_engine": sum(e for e, _ in both) / max(len(both), 1),
+        "mean_deap": sum(d for _, d in both) / max(len(both), 1),
+        "engine_better": sum(e > d + 1e-12 for e, d in both),
+        "deap_better": sum(d > e + 1e-12 for e, d in both),
+    }
+
+
 # ---------------------------------------------------------------- report
 
 def time_to(trace, target):
@@ -604,6 +684,18 @@ def main(argv=None) -> None:
               f"evaluations/s {w['evals_per_s'] / wd['evals_per_s']:.2f}x, "
               f"individuals/s {w['served_per_s'] / wd['served_per_s']:.2f}x")
     print("wanted: >= 20x to the primary target")
+
+    sr = same_rules(task, s["same_rules"], s["repeats"], args.maxiter, args.seed)
+    print(f"\nsame rules, one evaluation each (fit on train + score on valid): {sr['n']} random "
+          f"rules of the engine's grammar (mean canonical size {sr['size']:.1f}, "
+          f"{sr['weights']:.2f} weights), median of {sr['repeats']} alternating passes")
+    print(f"  engine evaluate_rule {sr['engine_s']:.2f} s ({sr['n'] / sr['engine_s']:.1f} rules/s); "
+          f"DEAP compile + BFGS + score {sr['deap_s']:.2f} s ({sr['n'] / sr['deap_s']:.1f} rules/s): "
+          f"ratio DEAP / engine {sr['ratio']:.2f}x")
+    print(f"  valid (finite) fits: engine {sr['valid']['engine']}, DEAP {sr['valid']['deap']}; on the "
+          f"{sr['both']} both fitted, mean valid answer score engine {sr['mean_engine']:.4f}, DEAP "
+          f"{sr['mean_deap']:.4f}; engine better on {sr['engine_better']}, DEAP on "
+          f"{sr['deap_better']}")
 
 
 def deap_loss_calls(runs) -> float:

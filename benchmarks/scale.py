@@ -162,7 +162,8 @@ def main(argv=None) -> int:
           f"{sum(r['eval'] for r in rows) / len(rows):.1f} s, selection "
           f"{sum(r['select'] for r in rows) / len(rows):.2f} s)")
     print(f"births:                 {rows[-1]['births']}")
-    print(f"checkpoint:             {rows[-1]['ckpt_bytes'] / MB:.2f} MB (first {rows[0]['ckpt_bytes'] / MB:.2f} MB, "
+    print(f"checkpoint:             {rows[-1]['ckpt_bytes'] / MB:.2f} MB "
+          f"(first {rows[0]['ckpt_bytes'] / MB:.2f} MB, "
           f"max {max(r['ckpt_bytes'] for r in rows) / MB:.2f} MB); write "
           f"median {sorted(ck)[len(ck) // 2] * 1000:.0f} ms, max {max(ck) * 1000:.0f} ms")
     lin = rows[-1]["lineage_bytes"]

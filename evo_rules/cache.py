@@ -14,6 +14,10 @@ import os
 import sqlite3
 from typing import Iterable, Mapping
 
+from .kernels import VECTOR_MATH
+
+VECTOR_MATH_TAG = "libmvec" if VECTOR_MATH else "libm"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (
     task TEXT NOT NULL,
@@ -35,7 +39,8 @@ class FitnessCache:
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.task = task_fingerprint
-        self.settings = settings_digest(fit_settings)
+        # the vector and scalar exp/log kernels differ by a few ulp: never mix their fitnesses
+        self.settings = settings_digest(dict(fit_settings, kernel=VECTOR_MATH_TAG))
         try:
             self.db = sqlite3.connect(self.path, timeout=60.0)
             self.db.execute("PRAGMA journal_mode=WAL")

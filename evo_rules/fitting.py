@@ -9,6 +9,7 @@ raises the loss, is rejected and the damping raised. Deterministic: no randomnes
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class FitResult:
         return {p: float(v) for p, v in zip(params, self.weights)}
 
 
+@lru_cache(maxsize=4096)
 def linear_params(rule: Rule) -> list[int]:
     """Indices of weights the rule is jointly affine in (each gradient free of the set)."""
     grads = rule.gradients
@@ -93,8 +95,8 @@ def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
     if k == 0:
         return FitResult(w, f, 0, True, True, "no weights", (f,))
 
-    # ---- damped Gauss-Newton
-    lam = 1e-3
+    # ---- damped Gauss-Newton; damping updated from the gain ratio (Nielsen's rule)
+    lam, nu = 1e-3, 2.0
     history = [f]
     converged = False
     it = 0
@@ -110,14 +112,18 @@ def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
             except np.linalg.LinAlgError:
                 step = np.linalg.lstsq(A, -g, rcond=None)[0]
             if not np.all(np.isfinite(step)):
-                lam *= 10.0
+                lam, nu = lam * nu, nu * 2.0
                 continue
             w_new = w + step
             r = evaluate(w_new)
             if r is not None and r[2] <= f:
+                predicted = -(g @ step + 0.5 * step @ H @ step)
+                rho = (f - r[2]) / predicted if predicted > 0 else 0.0
+                lam = max(lam * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), 1e-12)
+                nu = 2.0
                 accepted = True
                 break
-            lam *= 10.0
+            lam, nu = lam * nu, nu * 2.0
         if not accepted:
             converged = True
             it -= 1
@@ -125,7 +131,6 @@ def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
         f_old = f
         w, (s, Jt, f) = w_new, r
         history.append(f)
-        lam = max(lam / 5.0, 1e-12)
         if f_old - f <= tol * (1.0 + abs(f_old)):
             converged = True
             break

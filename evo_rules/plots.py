@@ -73,10 +73,13 @@ def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
 # ---------------------------------------------------------------------- 1. families
 
 def _pick_families(fams: list[Family], top: int) -> list[Family]:
+    """F1 (it holds the best rule), then the best families of more than one rule."""
     valid = [f for f in fams if f.best_metric is not None]
-    several = [f for f in valid if f.size > 1]
-    chosen = several[:top] if len(several) >= top else valid[:top]
-    return sorted(chosen, key=lambda f: f.id)
+    if not valid:
+        return []
+    several = [f for f in valid[1:] if f.size > 1]
+    rest = several if len(several) >= top - 1 else valid[1:]
+    return [valid[0]] + rest[: top - 1]
 
 
 def plot_families(fams: list[Family], logbook: list[dict], metric: str, title: str, path: str,
@@ -96,7 +99,8 @@ def plot_families(fams: list[Family], logbook: list[dict], metric: str, title: s
     for k, fam in enumerate(chosen):
         c = colors[k % len(colors)]
         gens = sorted(fam.best_by_gen)
-        label = (f"F{fam.id}  {shorten(fam.best_text)}   [{fam.head}; {fam.size} rules, "
+        rules = f"{fam.size} rule{'s' if fam.size != 1 else ''}"
+        label = (f"F{fam.id}  {shorten(fam.best_text)}   [{fam.head}; {rules}, "
                  f"gen {fam.first_gen}–{fam.last_gen}{'' if fam.alive_at_end else ', died out'}]")
         if gens:
             vals = [fam.best_by_gen[g] for g in gens]

@@ -162,7 +162,8 @@ class PopulationManager:
             if op == "crossover":
                 a, b = self._parent(), self._parent()
                 kids = self.variation.crossover(self.rule_of(a), self.rule_of(b), self.rng)
-                made = [(k, (a.id, b.id)) for k in kids]
+                # the second child is b's tree with a graft from a: its first parent is b
+                made = [(kids[0], (a.id, b.id)), (kids[1], (b.id, a.id))]
             else:
                 a = self._parent()
                 made = [(self.variation.mutations[op](self.rule_of(a), self.rng), (a.id,))]

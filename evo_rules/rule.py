@@ -122,12 +122,15 @@ def feature_matrix(features: Sequence[str], X, names: Sequence[str] | None = Non
                 raise KeyError(f"feature {f!r} is not in the data (have: {', '.join(names)})")
             cols.append(arr[:, index[f]])
         n = arr.shape[0]
-    if not cols:
-        return np.zeros((0, n))
     lengths = {c.shape[0] for c in cols}
-    if len(lengths) != 1:
+    if len(lengths) > 1:
         raise ValueError(f"feature columns differ in length: {sorted(lengths)}")
-    return np.ascontiguousarray(np.vstack(cols))
+    if cols:
+        n = cols[0].shape[0]
+    F = np.empty((len(cols), n))
+    for i, c in enumerate(cols):
+        F[i] = c
+    return F
 
 
 def parse(text: str) -> Rule:

@@ -47,7 +47,8 @@ def test_heads_and_short_names():
     assert head("(mul (exp (add (mul w0 x.color) w1)) w2 x.shape)") == "mul(color ; shape)"
     assert head("(exp (mul w0 x.color x.shape))") == "exp(color+shape)"
     assert head("x.color") == "x.color" and head("w0") == "w"
-    long = "(eml (add (mul w0 x.color) w1) (add (exp (add (mul w2 x.shape) (mul x.color x.color x.color) w3)) 1))"
+    long = ("(eml (add (mul w0 x.color) w1) "
+            "(add (exp (add (mul w2 x.shape) (mul x.color x.color x.color) w3)) 1))")
     short = shorten(long, 48)
     assert len(short) <= 48 and short.startswith("(eml (add (mul w x.color) w)") and "…" in short
     assert shorten("(mul w0 x.color)") == "(mul w x.color)"
@@ -62,7 +63,8 @@ def test_graph_holds_every_birth_and_parent_link(run):
     assert g.number_of_edges() == sum(len(set(r["parents"])) for r in recs)
     for r in recs:
         node = g.nodes[r["id"]]
-        assert (node["key"], node["op"], node["gen"], node["metric"]) == (r["key"], r["op"], r["gen"], r["metric"])
+        for name in ("key", "op", "gen", "metric"):
+            assert node[name] == r[name]
         assert node["text"] and node["valid"] == (r["metric"] is not None)
         for k, p in enumerate(r["parents"]):
             role = "parent" if k == 0 or p == r["parents"][0] else "donor"
@@ -98,7 +100,8 @@ def test_graphml_round_trip_through_the_cli(run, tmp_path):
     anc = ancestry(g, best_individual(run))
     write_graphml(anc, str(tmp_path / "ancestry.graphml"))
     small = nx.read_graphml(tmp_path / "ancestry.graphml")
-    assert (small.number_of_nodes(), small.number_of_edges()) == (anc.number_of_nodes(), anc.number_of_edges())
+    assert small.number_of_nodes() == anc.number_of_nodes()
+    assert small.number_of_edges() == anc.number_of_edges()
 
 
 def test_families_cover_every_rule_once(run):

@@ -214,7 +214,8 @@ def test_resume_refuses_another_config_or_other_task_data(tmp_path):
         attempt(config(generations=0, max_iter=5))
     cfg = config(generations=0)
     cfg["grammar"]["max_size"] = 20
-    with pytest.raises(RunFolderError, match=r"\[grammar\] differs .*max_size = 15 in the checkpoint, 20 now"):
+    with pytest.raises(RunFolderError,
+                       match=r"\[grammar\] differs .*max_size = 15 in the checkpoint, 20 now"):
         attempt(cfg)
     cfg = config(generations=0)
     cfg["task"]["settings"]["n_train"] = 150
