@@ -206,11 +206,21 @@ class PopulationManager:
         self.front.update([i for i in self.population if i.valid])
 
 
+def _stats() -> tools.MultiStatistics:
+    metric = tools.Statistics(key=lambda ind: ind.metric)
+    metric.register("best", max)
+    metric.register("median", statistics.median)
+    size = tools.Statistics(key=lambda ind: ind.size)
+    size.register("median", statistics.median)
+    return tools.MultiStatistics(metric=metric, size=size)
+
+
+GENERATION_STATS = _stats()
+
+
 def generation_stats(pop: list[Individual]) -> dict:
+    """Best and median validation metric over valid rules, median size over all (DEAP Statistics)."""
     valid = [i for i in pop if i.valid]
-    metrics = [i.metric for i in valid]
-    return {
-        "best": max(metrics) if metrics else None,
-        "median": statistics.median(metrics) if metrics else None,
-        "median_size": statistics.median([i.size for i in pop]) if pop else None,
-    }
+    metric = GENERATION_STATS["metric"].compile(valid) if valid else {"best": None, "median": None}
+    size = GENERATION_STATS["size"].compile(pop) if pop else {"median": None}
+    return {"best": metric["best"], "median": metric["median"], "median_size": size["median"]}

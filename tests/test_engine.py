@@ -200,3 +200,37 @@ def test_a_dead_worker_costs_a_retry_not_the_run(tmp_path):
     want = SerialBackend(factory, "dying-serial", {"max_iter": 5}).map(texts)
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(got) == strip(want)
+
+
+def test_ctrl_c_stops_cleanly_and_the_run_resumes(tmp_path):
+    import signal
+    import time
+
+    p = tmp_path / "long.toml"
+    p.write_text(
+        "[run]\nseed = 5\ngenerations = 200\npopulation = 16\n"
+        "[task]\nname = \"and-match\"\n[task.settings]\nn_train = 200\nn_valid = 100\nn_test = 100\n"
+        "[fit]\nmax_iter = 5\n[evaluation]\nbackend = \"serial\"\n")
+    out = tmp_path / "r"
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "evo_rules.cli", "run", str(p), "--out", str(out),
+                             "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        log = out / "lineage.jsonl"
+        if log.exists() and log.stat().st_size > 0 and (out / "checkpoint.json").exists():
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr
+    assert "interrupted after generation" in stderr and "Traceback" not in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["interrupted"] is True
+    stopped = report["generation"]
+    assert 0 <= stopped < 200
+    res = _cli("resume", str(out), "--generations", str(stopped + 1), "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((out / "report.json").read_text())["generation"] == stopped + 1
