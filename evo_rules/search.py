@@ -145,8 +145,7 @@ class Search:
 
     # ------------------------------------------------------------------ evaluation
 
-    def _births_to_individuals(self, births: list[Birth], gen: int) -> tuple[list[Individual], dict]:
-        t0 = time.perf_counter()
+    def _births_to_individuals(self, births: list[Birth], gen: int, t0: float) -> tuple[list[Individual], dict]:
         results, hits = Evaluator(self.cache, self.backend).evaluate([b.rule for b in births])
         inds = [self.manager.make_individual(b, r, gen) for b, r in zip(births, results)]
         for ind in inds:
@@ -191,14 +190,15 @@ class Search:
                            desc=self.task.name, dynamic_ncols=True)
             while self.generation < total:
                 gen = self.generation + 1
+                t0 = time.perf_counter()  # the logbook's seconds: variation, evaluation, selection
                 if gen == 0:
                     births, dedup = self.manager.initial_births(self._seed_rules())
-                    inds, counts = self._births_to_individuals(births, 0)
+                    inds, counts = self._births_to_individuals(births, 0, t0)
                     self.manager.set_population(
                         self.manager.select(inds) if len(inds) > self.manager.size else inds)
                 else:
                     births, dedup = self.manager.offspring_births(self.manager.size)
-                    inds, counts = self._births_to_individuals(births, gen)
+                    inds, counts = self._births_to_individuals(births, gen, t0)
                     self.manager.set_population(self.manager.select(self.manager.population + inds))
                 self._finish_generation(gen, counts, dedup)
                 if bar is not None:
