@@ -48,11 +48,11 @@ def variation(config: RunConfig, features) -> Variation:
                           template_share=g.template_share)
     s = config.search
     probs = {"crossover": s.crossover, "subtree": s.subtree, "point": s.point, "hoist": s.hoist,
-             "shrink": s.shrink}
+             "shrink": s.shrink, "insert": s.insert}
     return Variation(
         random_rule=lambda rng: ops.random_rule(grammar, rng),
         mutations={name: partial(_mutate, ops.OPERATORS[name], grammar)
-                   for name in ("subtree", "point", "hoist", "shrink")},
+                   for name in ("subtree", "point", "hoist", "shrink", "insert")},
         crossover=lambda a, b, rng: ops.subtree_crossover(a, b, grammar, rng),
         probs={k: v for k, v in probs.items() if v > 0},
     )

@@ -52,6 +52,7 @@ class SearchSection:
     point: float = 0.15
     hoist: float = 0.05
     shrink: float = 0.15
+    insert: float = 0.1  # one more feature term in a sum
     elite: int = 10  # tournament only: best individuals kept unchanged
     seed_rules: list = field(default_factory=list)  # rule texts put into the first population
     seed_reference: bool = True  # also seed with the task's hand-written reference rules
@@ -65,7 +66,7 @@ class SearchSection:
         _positive(where, "hall_of_fame", self.hall_of_fame)
         if self.elite < 0:
             raise ConfigError(f"{where}.elite: must be >= 0, got {self.elite}")
-        probs = [self.crossover, self.subtree, self.point, self.hoist, self.shrink]
+        probs = [self.crossover, self.subtree, self.point, self.hoist, self.shrink, self.insert]
         if any(p < 0 for p in probs) or sum(probs) <= 0:
             raise ConfigError(f"{where}: operator probabilities must be >= 0 and not all 0")
         if self.parsimony < 0:

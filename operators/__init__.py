@@ -11,7 +11,7 @@ a pair out).
 from .crossover import subtree_crossover
 from .generate import random_population, random_rule
 from .grammar import Grammar
-from .mutate import hoist, point_mutation, shrink, subtree_mutation
+from .mutate import hoist, insert, point_mutation, shrink, subtree_mutation
 from .sweep import Sweep, enumerate_rules, expand, term_vocabulary
 
 OPERATORS = {
@@ -19,12 +19,13 @@ OPERATORS = {
     "point": point_mutation,
     "hoist": hoist,
     "shrink": shrink,
+    "insert": insert,
     "crossover": subtree_crossover,
 }
-N_PARENTS = {"subtree": 1, "point": 1, "hoist": 1, "shrink": 1, "crossover": 2}
+N_PARENTS = {"subtree": 1, "point": 1, "hoist": 1, "shrink": 1, "insert": 1, "crossover": 2}
 
 __all__ = [
-    "Grammar", "N_PARENTS", "OPERATORS", "Sweep", "enumerate_rules", "expand", "hoist",
+    "Grammar", "N_PARENTS", "OPERATORS", "Sweep", "enumerate_rules", "expand", "hoist", "insert",
     "point_mutation", "random_population", "random_rule", "shrink", "subtree_crossover",
     "subtree_mutation", "term_vocabulary",
 ]

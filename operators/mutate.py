@@ -1,4 +1,4 @@
-"""Mutations of one canonical rule: subtree, point, hoist, shrink.
+"""Mutations of one canonical rule: subtree, point, hoist, shrink, insert.
 
 Every mutation is a pure function of (rule, grammar, rng): the same generator state gives the
 same child. A child is canonical, admitted by the grammar (`Grammar.admits`) and differs from
@@ -11,7 +11,7 @@ from __future__ import annotations
 from evo_rules.rule import Rule
 from evo_rules.terms import NARY, Term, num, replace_at, weight
 
-from .generate import random_feature, random_subtree
+from .generate import feature_term, random_feature, random_subtree
 from .grammar import Grammar
 from .positions import Node, choose, node_table, pick
 
@@ -154,8 +154,35 @@ def shrink(rule: Rule, g: Grammar, rng) -> Rule:
     return rule
 
 
+# ------------------------------------------------------------------ insert
+
+
+def insert(rule: Rule, g: Grammar, rng) -> Rule:
+    """Add one feature term, `(mul w x.f)` or `(mul w x.f x.g)`, as a new argument of an `add`
+    (a new `add` around the root when the rule has none): the step from a weighted sum to a
+    weighted sum with one more piece of evidence, which subtree mutation rarely takes."""
+    if "mul" not in g.operators:
+        return rule
+    nodes = node_table(rule.term)
+    sums = [n for n in nodes if n.term.op == "add"]
+    for _ in range(ATTEMPTS):
+        new = feature_term(g, rng)
+        if sums:
+            n = choose(rng, sums)
+            t = replace_at(rule.term, n.path, Term("add", n.term.args + (new,)))
+        elif "add" in g.operators:
+            t = Term("add", (rule.term, new))
+        else:
+            return rule
+        child = child_of(rule, g, t)
+        if child is not None:
+            return child
+    return rule
+
+
 def _deletable(n: Node) -> bool:
     return n.parent is not None and n.parent.op in NARY and len(n.parent.args) > 1
 
 
-__all__ = ["ATTEMPTS", "child_of", "hoist", "point_mutation", "shrink", "subtree_mutation"]
+__all__ = ["ATTEMPTS", "child_of", "hoist", "insert", "point_mutation", "shrink",
+           "subtree_mutation"]

@@ -309,3 +309,19 @@ def test_same_children_in_another_process():
                              capture_output=True, text=True, check=True)
         digests.add(res.stdout.strip())
     assert len(digests) == 1
+
+
+def test_insert_adds_one_feature_term_to_a_sum():
+    from operators.mutate import insert
+
+    g = Grammar(features=("a", "b", "c"), max_size=20)
+    r = parse("(add (mul w x.a) (mul w x.b))")
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        k = insert(r, g, rng)
+        check_rule(k, g)
+        assert k.key != r.key
+        assert k.size in (r.size + 3, r.size + 4)  # (mul w x.f) or (mul w x.f x.g)
+        assert len(k.params) == len(r.params) + 1
+    no_sum = parse("(exp (mul w x.a))")
+    assert insert(no_sum, g, rng).term.op == "add"
