@@ -101,8 +101,9 @@ def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        g = Jt @ L.grad(s) + l2 * w
-        H = L.curvature(s, Jt) + l2 * np.eye(k)
+        gs, Hs = L.grad_curvature(s, Jt)
+        g = Jt @ gs + l2 * w
+        H = Hs + l2 * np.eye(k)
         scale = np.maximum(np.diag(H), 1e-12)
         accepted = False
         for _ in range(12):

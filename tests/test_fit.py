@@ -74,3 +74,27 @@ def test_bad_loss_and_mismatched_rows_are_clear_errors():
         fit(r, X, np.zeros(9))
     with pytest.raises(ValueError, match="groups"):
         fit(r, X, np.zeros(10), loss="listwise")
+
+
+@settings(max_examples=30)
+@given(st.integers(0, 10_000), st.booleans())
+def test_listwise_gradient_and_curvature_match_finite_differences(seed, ragged):
+    from evo_rules.losses import Listwise
+
+    rng = np.random.default_rng(seed)
+    sizes = rng.integers(1, 7, 12) if ragged else np.full(12, 5)
+    groups = np.repeat(np.arange(12), sizes)
+    y = np.zeros(len(groups))
+    for g, start in enumerate(np.r_[0, np.cumsum(sizes)[:-1]]):
+        if g % 4:  # some groups have no target: they are ignored
+            y[start + rng.integers(sizes[g])] = 1.0
+    L = Listwise(y, groups)
+    s = rng.normal(0, 2, len(y))
+    g, H = L.grad_curvature(s, np.eye(len(y)))  # J = identity: H is the Hessian in s
+    eps = 1e-6
+    for r in range(len(y)):
+        e = np.zeros(len(y))
+        e[r] = eps
+        assert g[r] == pytest.approx((L.value(s + e) - L.value(s - e)) / (2 * eps), abs=1e-6)
+        col = (L.grad(s + e) - L.grad(s - e)) / (2 * eps)
+        assert np.allclose(H[:, r], col, atol=1e-5)
