@@ -50,9 +50,16 @@ def build_report(search) -> dict:
         "pareto_front": [_entry(i, test_of(i.text)) for i in front],
         "baselines": baselines(search, test_of),
         "rerun_gate": gate_for(search, [i.text for i in hof[: search.config.rerun.finalists]]),
+        "winner": None,
         "logbook": [{k: v for k, v in row.items() if k != "seconds"} for row in search.logbook],
         "seconds": [row.get("seconds") for row in search.logbook],
     }
+    # the winner: the best finalist that passed the rerun gate (all of them when no gate ran)
+    passed = {g["text"] for g in report["rerun_gate"] if g["passed"]}
+    for i in hof[: max(search.config.rerun.finalists, 1)]:
+        if not report["rerun_gate"] or i.text in passed:
+            report["winner"] = _entry(i, test_of(i.text))
+            break
     return report
 
 
@@ -129,6 +136,12 @@ def format_report(report: dict) -> str:
             w = ", ".join(f"{v:.4g}" for v in e["weights"])
             lines.append(f"  {e['metric']:7.4f} {t:7.4f} {e['size']:4d}  {e['key'][:8]}  {e['text']}")
             lines.append(f"  {'':7} {'':7} {'':4}  {'':8}  weights [{w}]")
+    win = report.get("winner")
+    if win:
+        lines.append(f"winner (best finalist through the rerun gate): test {metric} = "
+                     f"{win['test_metrics'].get(metric, float('nan')):.4f}, size {win['size']}: {win['text']}")
+    elif report.get("rerun_gate"):
+        lines.append("winner: none (no finalist passed the rerun gate)")
     gate = report.get("rerun_gate")
     if gate:
         lines.append("rerun gate (re-fitted on fresh seeds; passes if it beats the linear baseline every time):")

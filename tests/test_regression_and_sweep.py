@@ -90,3 +90,16 @@ def test_cli_tasks_lists_every_task():
     out = subprocess.run([sys.executable, "-m", "evo_rules.cli", "tasks"], capture_output=True,
                          text=True, env=dict(os.environ, PYTHONPATH=ROOT))
     assert out.returncode == 0 and "babi-3" in out.stdout and "regression" in out.stdout
+
+
+def test_report_winner_is_the_best_finalist_through_the_gate(tmp_path):
+    cfg = {"run": {"seed": 2, "generations": 1, "population": 8},
+           "task": {"name": "and-match", "settings": {"n_train": 150, "n_valid": 100, "n_test": 100}},
+           "fit": {"max_iter": 5}, "evaluation": {"backend": "serial"},
+           "rerun": {"seeds": 2, "finalists": 3}}
+    r = app.run_search(cfg, out=str(tmp_path / "w"))
+    passed = [g["text"] for g in r["rerun_gate"] if g["passed"]]
+    if passed:
+        assert r["winner"]["text"] == passed[0]
+    else:
+        assert r["winner"] is None
