@@ -14,7 +14,7 @@ from evo_rules.terms import ARITY, NARY, Term, feature, num, weight
 
 from .grammar import TEMPLATE_OPERATORS, Grammar
 from .positions import choose
-from .template import template
+from .template import sum_of, template
 
 ATTEMPTS = 20
 # leaf kinds: feature, weight, constant
@@ -26,6 +26,10 @@ P_GROW_LEAF = 0.35
 P_THREE_ARGS = 0.25
 # feature terms: (mul w x.f) or, with this probability, (mul w x.f x.g)
 P_PAIR_TERM = 0.35
+# a feature damped by another, (mul w x.f (exp (mul w x.g))): evidence that fades with age etc.
+P_DAMPED_TERM = 0.15
+# share of template rules that are the soft-minimum form rather than the seed's eml template
+P_SOFTMIN = 0.4
 MAX_SIGNAL_TERMS = 3
 MAX_DAMPING_TERMS = 2
 P_DAMPING_BIAS = 0.5
@@ -50,8 +54,12 @@ def random_leaf(g: Grammar, rng) -> Term:
 
 
 def feature_term(g: Grammar, rng) -> Term:
-    """`(mul w x.f)`, or `(mul w x.f x.g)` for two different features. Needs `mul`."""
+    """`(mul w x.f)`, `(mul w x.f x.g)` for two different features, or (with `exp` in the
+    grammar) the damped `(mul w x.f (exp (mul w x.g)))`. Needs `mul`."""
     f = choose(rng, g.features)
+    if len(g.features) > 1 and "exp" in g.operators and rng.random() < P_DAMPED_TERM:
+        h = choose(rng, [x for x in g.features if x != f])
+        return Term("mul", (weight(), feature(f), Term("exp", (Term("mul", (weight(), feature(h))),))))
     if len(g.features) > 1 and rng.random() < P_PAIR_TERM:
         i = int(rng.integers(len(g.features) - 1))
         h = g.features[i if g.features[i] != f else len(g.features) - 1]
@@ -116,7 +124,12 @@ def random_subtree(g: Grammar, rng, max_depth: int, max_size: int) -> Term:
 
 
 def template_term(g: Grammar, rng) -> Term:
-    """(eml signal (add 1 (exp damping))): 1-3 signal terms, 1-2 damping terms (+ a bias)."""
+    """The seed's (eml signal (add 1 (exp damping))): 1-3 signal terms, 1-2 damping terms
+    (+ a bias); or, with probability P_SOFTMIN, the soft minimum (eml 0 (add (exp s1) (exp s2)))
+    = 1 - log(e^s1 + e^s2) of two weighted sums: an AND of pieces of evidence."""
+    if rng.random() < P_SOFTMIN:
+        parts = [sum_of(_distinct_terms(g, rng, 1 + int(rng.integers(2)))) for _ in range(2)]
+        return Term("eml", (num(0.0), Term("add", tuple(Term("exp", (p,)) for p in parts))))
     signal = _distinct_terms(g, rng, 1 + int(rng.integers(MAX_SIGNAL_TERMS)))
     damping = _distinct_terms(g, rng, 1 + int(rng.integers(MAX_DAMPING_TERMS)))
     if rng.random() < P_DAMPING_BIAS:
