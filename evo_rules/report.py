@@ -166,5 +166,5 @@ def format_sweep(result: dict) -> str:
         lines.append(f"  {f['metric']:7.4f} {f['test_metrics'].get(metric, float('nan')):7.4f} {f['size']:4d}  {f['text']}")
     for g in result.get("rerun_gate", []):
         lines.append(f"  gate {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  "
-                     + ", ".join(f"{m:.4f}>{l:.4f}" for m, l in zip(g["metrics"], g["linear"])))
+                     + ", ".join(f"{m:.4f} vs linear {l:.4f}" for m, l in zip(g["metrics"], g["linear"])))
     return "\n".join(lines)
