@@ -95,7 +95,7 @@ class Listwise(_Loss):
         return _listwise_value(s, self.q, self.bounds, self.active) / self.G
 
     def grad(self, s):
-        return _listwise_grad(s, self.q, self.bounds, self.active) / self.G
+        return self.grad_curvature(s, np.zeros((0, s.shape[0])))[0]  # no weights: gradient only
 
     def curvature(self, s, Jt):
         return self.grad_curvature(s, Jt)[1]
@@ -129,19 +129,6 @@ def _listwise_value(s, q, bounds, active):
             if q[r] != 0.0:
                 total -= q[r] * (s[r] - lse)
     return total
-
-
-@njit(cache=True, nogil=True)
-def _listwise_grad(s, q, bounds, active):
-    out = np.zeros(s.shape[0])
-    for g in range(bounds.shape[0] - 1):
-        if not active[g]:
-            continue
-        a, b = bounds[g], bounds[g + 1]
-        lse = _group_lse(s, a, b)
-        for r in range(a, b):
-            out[r] = np.exp(s[r] - lse) - q[r]
-    return out
 
 
 @njit(cache=True, nogil=True)

@@ -35,22 +35,17 @@ def strip_times(report):
     return report
 
 
-def test_unknown_key_names_key_and_file(tmp_path):
+@pytest.mark.parametrize("text, message", [
+    ("[run]\nsede = 3\n", r"bad.toml: \[run\]: unknown key 'sede'"),
+    ("[run]\npopulation = 'many'\n", r"\[run\].population: must be an integer"),
+    ("[evaluation]\nbackend = 'gpu'\n", "backend"),
+    ("[runn]\n", r"unknown section \[runn\]"),
+    ("[run\n", "not valid TOML"),
+])
+def test_bad_config_names_key_and_file(tmp_path, text, message):
     p = tmp_path / "bad.toml"
-    p.write_text("[run]\nsede = 3\n")
-    with pytest.raises(ConfigError, match=r"bad.toml: \[run\]: unknown key 'sede'"):
-        load(p)
-    p.write_text("[run]\npopulation = 'many'\n")
-    with pytest.raises(ConfigError, match=r"\[run\].population: must be an integer"):
-        load(p)
-    p.write_text("[evaluation]\nbackend = 'gpu'\n")
-    with pytest.raises(ConfigError, match="backend"):
-        load(p)
-    p.write_text("[runn]\n")
-    with pytest.raises(ConfigError, match=r"unknown section \[runn\]"):
-        load(p)
-    p.write_text("[run\n")
-    with pytest.raises(ConfigError, match="not valid TOML"):
+    p.write_text(text)
+    with pytest.raises(ConfigError, match=message):
         load(p)
 
 
