@@ -128,6 +128,24 @@ def _cmd_tasks(args) -> int:
     return 0
 
 
+def _cmd_lm_train(args) -> int:
+    try:
+        from fitness.lm.train import TrainSettings, train_lm
+    except ImportError as exc:
+        raise CLIError(f"the language model needs the lm extra (pip install 'evo-rules[lm]'): {exc}") from None
+    settings = None
+    if args.max_steps is not None or args.seed is not None:
+        base = TrainSettings()
+        settings = TrainSettings(**{**base.to_dict(),
+                                    **({"max_steps": args.max_steps} if args.max_steps is not None else {}),
+                                    **({"seed": args.seed} if args.seed is not None else {})})
+    res = train_lm(args.out, minutes=args.minutes, settings=settings, threads=args.threads,
+                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+    print(f"best validation loss {res['best_val']:.4f} at step {res['best_step']} "
+          f"({res['stopped']}); model, tokenizer and curve.png in {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evo-rules", description="Search scoring rules, not weights.")
     p.add_argument("--version", action="version", version=f"evo-rules {__version__}")
@@ -178,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--backend", choices=["serial", "process", "dask"])
     w.add_argument("--quiet", action="store_true")
     w.set_defaults(func=_cmd_sweep)
+
+    lm = sub.add_parser("lm", help="the stage-3 language model (needs the lm extra)")
+    lmsub = lm.add_subparsers(dest="lm_command", required=True)
+    lt = lmsub.add_parser("train", help="train (or continue training) the small GPT on the TinyStories train stories")
+    lt.add_argument("--out", default=os.path.join("runs", "lm"), help="training folder (default runs/lm); "
+                    "a folder that holds a training run is continued")
+    lt.add_argument("--minutes", type=float, default=15.0, help="time budget of this call (default 15)")
+    lt.add_argument("--max-steps", type=int, help="optimizer steps in all (default 2600)")
+    lt.add_argument("--seed", type=int)
+    lt.add_argument("--threads", type=int, default=0, help="torch threads (default: every core)")
+    lt.add_argument("--quiet", action="store_true")
+    lt.set_defaults(func=_cmd_lm_train)
 
     t = sub.add_parser("tasks", help="list the registered tasks")
     t.set_defaults(func=_cmd_tasks)

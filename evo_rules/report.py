@@ -60,7 +60,30 @@ def build_report(search) -> dict:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
+    if hasattr(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
+        report["final"] = final_for(search, report)
     return report
+
+
+def final_for(search, report: dict) -> dict:
+    """The task's own test-split scoring (stage 3: real LM forwards) of the winner, the other
+    finalists that passed the gate, and the linear baseline."""
+    rules = []
+    win = report.get("winner")
+    if win:
+        rules.append({"name": "searched rule (winner)", "text": win["text"], "weights": win["weights"]})
+    passed = [g["text"] for g in report["rerun_gate"] if g["passed"]]
+    for n, e in enumerate(report["hall_of_fame"][: search.config.rerun.finalists]):
+        if e["text"] in passed and (not win or e["text"] != win["text"]):
+            rules.append({"name": f"finalist {n + 1}", "text": e["text"], "weights": e["weights"]})
+    lin = report["baselines"].get("linear")
+    if lin:
+        rules.append({"name": "linear rule", "text": lin["text"], "weights": lin["weights"]})
+    out = search.task.final_evaluation(rules, progress=search.progress)
+    out["rules"] = rules
+    out["search_seconds"] = round(sum(r.get("seconds") or 0.0 for r in search.logbook), 1)
+    out["precompute_seconds"] = getattr(search.task, "meta", {}).get("seconds")
+    return out
 
 
 def gate_for(search, texts: list[str]) -> list[dict]:
@@ -142,6 +165,13 @@ def format_report(report: dict) -> str:
                      f"{win['test_metrics'].get(metric, float('nan')):.4f}, size {win['size']}: {win['text']}")
     elif report.get("rerun_gate"):
         lines.append("winner: none (no finalist passed the rerun gate)")
+    final = report.get("final")
+    if final:
+        lines.append(final["text"])
+        for r in final.get("rules", []):
+            lines.append(f"  {r['name']}: {r['text']}")
+        lines.append(f"  time: LM precompute {final.get('precompute_seconds')} s (once, then cached), "
+                     f"search {final.get('search_seconds')} s, real-LM scoring {final.get('seconds')} s")
     gate = report.get("rerun_gate")
     if gate:
         lines.append("rerun gate (re-fitted on fresh seeds; passes if it beats the linear baseline every time):")

@@ -73,3 +73,14 @@ def _regression(**settings):
 
 register("regression", _regression,
          "symbolic regression on a CSV file (settings: path, target); squared loss, R^2 metric")
+
+
+def _memory(**settings):
+    from .memory import MemoryTask
+
+    return MemoryTask(**settings)
+
+
+register("tinystories-memory", _memory,
+         "stage 3: memory selection for a small GPT on TinyStories (needs the lm extra); rules score "
+         "sentence chunks, fitness = LM utility of the top chunk; finalists scored with real LM losses")

@@ -1,0 +1,206 @@
+"""What the language model says about a memory (stage 3): its view of each chunk, chunk
+utilities, and the real continuation loss of a target under any selection of chunks.
+
+A sequence the model reads is `<|endoftext|>` + the kept chunks in story order + the target
+(and, for training labels only, the sentences after it). Chunk 0 is encoded as it starts a
+story; every later chunk with its leading space, as it stands in the story.
+
+Model features of candidate c, from one forward pass over the whole memory (attention averaged
+over layers and heads):
+
+| feature | meaning |
+|---|---|
+| attn_recent | attention the recent chunk's tokens pay to c's tokens (mean over the recent chunk's queries, summed over c's keys) |
+| attn_last | attention the memory's last token (the one that predicts the target's first token) pays to c's tokens |
+| attn_received | attention c's tokens receive from every later query, accumulated (the H2O heavy-hitter score), mean over c's tokens |
+| surprisal | mean negative log-likelihood of c's tokens given the memory before it (nats / 4) |
+| hidden_sim | cosine similarity of c's mean final hidden state and the recent chunk's |
+| hidden_last | cosine similarity of c's mean final hidden state and the memory's last token's (the state that predicts the target) |
+| help_recent | how much c helps the model predict the recent chunk: mean loss of the recent chunk read alone minus read after c (nats); the same measurement as a chunk's utility, made on the memory's own last sentence instead of the unseen target |
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import model as gpt
+from . import tokenizer as toks
+
+from ..memory import MODEL_FEATURES  # noqa: F401 - the names, kept with the task
+
+
+@dataclass(frozen=True)
+class EpisodeTokens:
+    chunks: tuple[tuple[int, ...], ...]  # memory chunks; the last is the recent one
+    segments: tuple[tuple[int, ...], ...]  # target, then the look-ahead sentences used for labels
+
+    @property
+    def target(self) -> tuple[int, ...]:
+        return self.segments[0]
+
+    def sequence(self, kept: Sequence[int], n_segments: int = 1) -> tuple[list[int], list[tuple[int, int]]]:
+        """Token ids of <eot> + kept chunks + segments, and each segment's (start, end)."""
+        ids: list[int] = []
+        for c in sorted(kept):
+            ids.extend(self.chunks[c])
+        spans = []
+        for s in self.segments[:n_segments]:
+            spans.append((len(ids) + 1, len(ids) + 1 + len(s)))
+            ids.extend(s)
+        return ids, spans
+
+    def recall_mask(self) -> np.ndarray:
+        """Target tokens that occur in the memory but not in the recent chunk."""
+        older = {t for ch in self.chunks[:-1] for t in ch}
+        recent = set(self.chunks[-1])
+        return np.array([t in older and t not in recent for t in self.target], dtype=bool)
+
+
+class MemoryLM:
+    """A trained model and its tokenizer, with the batched forwards stage 3 needs."""
+
+    def __init__(self, folder: str | Path, threads: int = 0, batch: int = 32):
+        self.folder = Path(folder)
+        self.model, self.meta = gpt.load(self.folder)
+        self.tok = toks.load(self.folder)
+        self.eot = toks.eot_id(self.tok)
+        self.context = self.model.cfg.context
+        self.batch = batch
+        torch.set_num_threads(threads or os.cpu_count() or 1)
+
+    def encode(self, chunks: Sequence[str], segments: Sequence[str]) -> EpisodeTokens:
+        texts = [chunks[0]] + [" " + c for c in chunks[1:]] + [" " + s for s in segments]
+        ids = toks.encode_many(self.tok, texts)
+        return EpisodeTokens(tuple(tuple(i) for i in ids[: len(chunks)]),
+                             tuple(tuple(i) for i in ids[len(chunks):]))
+
+    def fits(self, ep: EpisodeTokens, n_segments: int) -> bool:
+        return 1 + sum(map(len, ep.chunks)) + sum(map(len, ep.segments[:n_segments])) <= self.context
+
+    # ------------------------------------------------------------------ losses
+
+    @torch.inference_mode()
+    def span_losses(self, requests: Sequence[tuple[list[int], list[tuple[int, int]]]]) -> list[list[np.ndarray]]:
+        """Per-token losses (nats) of each span of each sequence; spans index `[eot] + ids`."""
+        out: list[list[np.ndarray] | None] = [None] * len(requests)
+        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
+        W = self.model.tok.weight
+        for b in range(0, len(order), self.batch):
+            idx = order[b: b + self.batch]
+            T = max(len(requests[i][0]) for i in idx) + 1
+            if T > self.context:
+                raise ValueError(f"a sequence of {T} tokens is longer than the model's context {self.context}")
+            x = torch.full((len(idx), T), self.eot, dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids = requests[i][0]
+                x[r, 1: 1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            h = self.model.hidden(x)
+            for r, i in enumerate(idx):
+                ids, spans = requests[i]
+                res = []
+                for a, e in spans:
+                    logits = h[r, a - 1: e - 1] @ W.T  # position p-1 predicts token p
+                    res.append(F.cross_entropy(logits, x[r, a:e], reduction="none").numpy().astype(np.float64))
+                out[i] = res
+        return out  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ the model's view
+
+    @torch.inference_mode()
+    def model_features(self, eps: Sequence[EpisodeTokens]) -> list[np.ndarray]:
+        """(n - 1, len(MODEL_FEATURES)) features per episode: one forward over each memory for
+        the attention, surprisal and hidden-state features, and short forwards for help_recent."""
+        view = self._view(eps)
+        reqs, where = [], []
+        for e, ep in enumerate(eps):
+            n = len(ep.chunks)
+            recent = list(ep.chunks[-1])
+            reqs.append((recent, [(1, 1 + len(recent))]))
+            where.append((e, -1))
+            for c in range(n - 1):
+                reqs.append((list(ep.chunks[c]) + recent, [(1 + len(ep.chunks[c]), 1 + len(ep.chunks[c]) + len(recent))]))
+                where.append((e, c))
+        losses = self.span_losses(reqs)
+        alone = {e: ls[0].mean() for (e, c), ls in zip(where, losses) if c < 0}
+        help_recent = [np.zeros(len(ep.chunks) - 1) for ep in eps]
+        for (e, c), ls in zip(where, losses):
+            if c >= 0:
+                help_recent[e][c] = alone[e] - ls[0].mean()
+        return [np.hstack([v, h[:, None]]) for v, h in zip(view, help_recent)]
+
+    @torch.inference_mode()
+    def _view(self, eps: Sequence[EpisodeTokens]) -> list[np.ndarray]:
+        out: list[np.ndarray | None] = [None] * len(eps)
+        order = sorted(range(len(eps)), key=lambda i: sum(map(len, eps[i].chunks)))
+        W = self.model.tok.weight
+        for b in range(0, len(order), self.batch):
+            idx = order[b: b + self.batch]
+            T = max(sum(map(len, eps[i].chunks)) for i in idx) + 1
+            x = torch.full((len(idx), T), self.eot, dtype=torch.long)
+            for r, i in enumerate(idx):
+                ids = [t for ch in eps[i].chunks for t in ch]
+                x[r, 1: 1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            _, att, h = self.model(x, need_attention=True)
+            att = att.mean(dim=1)  # (B, T, T)
+            for r, i in enumerate(idx):
+                out[i] = self._features(eps[i], att[r], h[r], x[r], W)
+        return out  # type: ignore[return-value]
+
+    @staticmethod
+    def _features(ep: EpisodeTokens, A, h, x, W) -> np.ndarray:
+        bounds = np.cumsum([1] + [len(c) for c in ep.chunks])
+        n = len(ep.chunks)
+        ra, re_ = int(bounds[n - 1]), int(bounds[n])
+        end = re_
+        nll = F.cross_entropy(h[: end - 1] @ W.T, x[1:end], reduction="none")
+        hr = h[ra:re_].mean(0)
+        rows = []
+        for c in range(n - 1):
+            a, e = int(bounds[c]), int(bounds[c + 1])
+            if e <= a:
+                rows.append([0.0] * 6)
+                continue
+            attn_recent = float(A[ra:re_, a:e].sum(1).mean()) if re_ > ra else 0.0
+            attn_last = float(A[end - 1, a:e].sum())
+            attn_received = float(A[a:end, a:e].sum()) / (e - a)
+            surprisal = float(nll[a - 1: e - 1].mean()) / 4.0
+            hidden_sim = float(F.cosine_similarity(h[a:e].mean(0), hr, dim=0)) if re_ > ra else 0.0
+            hidden_last = float(F.cosine_similarity(h[a:e].mean(0), h[end - 1], dim=0))
+            rows.append([attn_recent, attn_last, attn_received, surprisal, hidden_sim, hidden_last])
+        return np.asarray(rows, dtype=np.float64).reshape(n - 1, 6)
+
+
+def leave_one_in(lm: MemoryLM, eps: Sequence[EpisodeTokens], n_segments: int) -> list[dict]:
+    """Per episode: per-token losses of every segment given only the recent chunk (`base`),
+    given candidate c plus the recent chunk (`with[c]`), and given the full memory (`full`)."""
+    requests, where = [], []
+    for e, ep in enumerate(eps):
+        n = len(ep.chunks)
+        kept_sets = [(n - 1,)] + [(c, n - 1) for c in range(n - 1)] + [tuple(range(n))]
+        for j, kept in enumerate(kept_sets):
+            requests.append(ep.sequence(kept, n_segments))
+            where.append((e, j))
+    losses = lm.span_losses(requests)
+    out = [{"with": [None] * (len(ep.chunks) - 1)} for ep in eps]
+    for (e, j), ls in zip(where, losses):
+        n = len(eps[e].chunks)
+        if j == 0:
+            out[e]["base"] = ls
+        elif j == n:
+            out[e]["full"] = ls
+        else:
+            out[e]["with"][j - 1] = ls
+    return out
+
+
+def selection_losses(lm: MemoryLM, items: Iterable[tuple[EpisodeTokens, tuple[int, ...]]]) -> list[np.ndarray]:
+    """Per-token target losses for each (episode, kept chunks) pair."""
+    reqs = [ep.sequence(kept, 1) for ep, kept in items]
+    return [ls[0] for ls in lm.span_losses(reqs)]

@@ -1,0 +1,285 @@
+"""Train the small GPT on the LM's train stories: resumable, early-stopped on validation loss.
+
+A training folder holds:
+- `tokenizer.json`: trained first, once;
+- `model.safetensors` + `config.json`: the best model so far by validation loss (what stage 3
+  loads; early stopping keeps it, since this model overfits the small train text);
+- `train_state.safetensors` + `train_state.json`: the last state (weights, AdamW moments, step,
+  curve, settings), written every `eval_every` steps to a temporary file and renamed, so a
+  killed run resumes from the last evaluation. Batches and dropout are drawn from generators
+  seeded by (seed, step), so a resumed run takes the same steps as an uninterrupted one;
+- `curve.json` and `curve.png`: train and validation loss per evaluation.
+
+`train_lm(out, minutes=..)` trains until `max_steps`, the time budget of this call, or
+`patience` evaluations without a better validation loss; calling it again on the same folder
+goes on from where it stopped (settings other than the time budget must match).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import tinystories
+from . import model as gpt
+from . import tokenizer as toks
+
+STATE = "train_state.safetensors"
+STATE_JSON = "train_state.json"
+CURVE = "curve.json"
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    seed: int = 1
+    max_steps: int = 2600
+    batch: int = 8
+    lr: float = 2e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    weight_decay: float = 0.1
+    eval_every: int = 200
+    eval_sequences: int = 128
+    patience: int = 4
+    vocab_size: int = 2048
+    model: dict = field(default_factory=lambda: asdict(gpt.GPTConfig()))
+    data: str = ""  # TinyStories folder; empty: the shipped copies
+    max_stories: int = 0  # 0: every lm-train story (tests use a few)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _lr(s: TrainSettings, step: int) -> float:
+    if step < s.warmup:
+        return s.lr * (step + 1) / s.warmup
+    frac = min(1.0, (step - s.warmup) / max(1, s.max_steps - s.warmup))
+    return s.lr * (s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * frac)))
+
+
+def _token_stream(tok, texts) -> np.ndarray:
+    eot = toks.eot_id(tok)
+    ids = [eot]
+    for e in toks.encode_many(tok, texts):
+        ids.extend(e)
+        ids.append(eot)
+    return np.asarray(ids, dtype=np.int64)
+
+
+def _eval_batches(tok, texts, n: int, context: int) -> list[torch.Tensor]:
+    """Fixed validation sequences: each story from its start (EOT first), cut to the context."""
+    eot = toks.eot_id(tok)
+    seqs = [[eot] + e[: context] for e in toks.encode_many(tok, texts[:n])]
+    return [torch.tensor(s, dtype=torch.long)[None] for s in seqs if len(s) > 1]
+
+
+@torch.no_grad()
+def validation_loss(model, seqs) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    for s in seqs:
+        logits = model(s[:, :-1])
+        total += float(F.cross_entropy(logits[0], s[0, 1:], reduction="sum"))
+        count += s.shape[1] - 1
+    model.train()
+    return total / max(count, 1)
+
+
+def _save_state(out: Path, model, opt, info: dict) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in opt.param_groups:
+        for p in group["params"]:
+            st = opt.state.get(p)
+            if st:
+                n = names[id(p)]
+                tensors[f"opt.{n}.exp_avg"] = st["exp_avg"].contiguous()
+                tensors[f"opt.{n}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+                info.setdefault("opt_steps", {})[n] = float(st["step"])
+    tmp = out / (STATE + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(out / STATE)
+    tmp = out / (STATE_JSON + ".tmp")
+    tmp.write_text(json.dumps(info, indent=1, sort_keys=True))
+    tmp.replace(out / STATE_JSON)
+
+
+def _load_state(out: Path, model, opt) -> dict:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        info = json.loads((out / STATE_JSON).read_text())
+        tensors = load_file(str(out / STATE))
+    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
+        raise ValueError(f"{out}: training state unreadable ({str(exc).splitlines()[0]}); "
+                         f"delete {STATE_JSON} to start over") from None
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    params = dict(model.named_parameters())
+    for n, step in info.get("opt_steps", {}).items():
+        opt.state[params[n]] = {"step": torch.tensor(step),
+                                "exp_avg": tensors[f"opt.{n}.exp_avg"].clone(),
+                                "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].clone()}
+    return info
+
+
+def _optimizer(model, s: TrainSettings):
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    rest = [p for n, p in model.named_parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay},
+                              {"params": rest, "weight_decay": 0.0}], lr=s.lr, betas=(0.9, 0.95))
+
+
+def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | None = None,
+             threads: int = 0, progress: bool = True, log=print, steps: int | None = None) -> dict:
+    """Train (or continue training) the model in folder `out`; returns the curve summary.
+    `steps` stops this call after that many steps (the run stays resumable)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    resumed = (out / STATE_JSON).exists()
+    if resumed:
+        try:
+            saved = json.loads((out / STATE_JSON).read_text())["settings"]
+        except (json.JSONDecodeError, KeyError) as exc:
+            raise ValueError(f"{out / STATE_JSON}: unreadable training state ({exc})") from None
+        if settings is not None and settings.to_dict() != saved:
+            diff = sorted(k for k in saved if saved[k] != settings.to_dict().get(k))
+            raise ValueError(f"{out}: holds a training run with other settings ({', '.join(diff)}); "
+                             "use another --out or the same settings")
+        settings = TrainSettings(**saved)
+    settings = settings or TrainSettings()
+    # evo_rules sets OMP_NUM_THREADS=1 for its workers; training wants every core it is given
+    torch.set_num_threads(threads or os.cpu_count() or 1)
+    splits = tinystories.load_splits(settings.data or None)
+    train_texts = tinystories.story_texts(splits["lm-train"])
+    if settings.max_stories:
+        train_texts = train_texts[: settings.max_stories]
+    valid_texts = tinystories.story_texts(splits["valid"])
+    if (out / toks.FILE).exists():
+        tok = toks.load(out)
+    else:
+        tok = toks.train(train_texts, settings.vocab_size)
+        toks.save(tok, out)
+    cfg = gpt.GPTConfig.from_dict({**settings.model, "vocab_size": tok.get_vocab_size()})
+    stream = torch.from_numpy(_token_stream(tok, train_texts))
+    if len(stream) <= cfg.context + 1:
+        raise ValueError(f"{len(stream)} train tokens: fewer than one context of {cfg.context}")
+    val_seqs = _eval_batches(tok, valid_texts, settings.eval_sequences, cfg.context)
+
+    torch.manual_seed(settings.seed)
+    model = gpt.GPT(cfg)
+    opt = _optimizer(model, settings)
+    info = {"settings": settings.to_dict(), "step": 0, "best_val": None, "best_step": None,
+            "since_best": 0, "curve": [], "seconds": 0.0, "train_tokens": int(len(stream)),
+            "n_params": model.n_params(), "stopped": None}
+    if resumed:
+        info = _load_state(out, model, opt)
+        log(f"lm train: resuming {out} at step {info['step']} (best validation loss "
+            f"{info['best_val']} at step {info['best_step']})")
+    else:
+        log(f"lm train: {model.n_params():,} parameters, {len(stream):,} train tokens "
+            f"({len(train_texts)} stories), {len(val_seqs)} validation stories -> {out}")
+    model.train()
+    started = mark = time.perf_counter()
+    budget = minutes * 60.0
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=settings.max_steps, initial=info["step"], unit="step", desc="lm train", leave=False)
+    running, n_running = info.get("running", 0.0), info.get("n_running", 0)
+    first_step = info["step"]
+    stop = info.get("stopped") if info.get("stopped") in ("early stop", "max steps") else None
+    while stop is None:
+        step = info["step"]
+        if step >= settings.max_steps:
+            stop = "max steps"
+            break
+        if time.perf_counter() - started >= budget or (steps is not None and step - first_step >= steps):
+            stop = "time budget"
+            break
+        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
+        starts = torch.randint(0, len(stream) - cfg.context - 1, (settings.batch,), generator=g)
+        xb = torch.stack([stream[s: s + cfg.context] for s in starts])
+        yb = torch.stack([stream[s + 1: s + cfg.context + 1] for s in starts])
+        torch.manual_seed(settings.seed * 7_919 + step)  # dropout masks
+        for group in opt.param_groups:
+            group["lr"] = _lr(settings, step)
+        loss = F.cross_entropy(model(xb).reshape(-1, cfg.vocab_size), yb.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        running += float(loss.detach())
+        n_running += 1
+        info["step"] = step + 1
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{float(loss.detach()):.3f}")
+        if info["step"] % settings.eval_every == 0 or info["step"] == settings.max_steps:
+            val = validation_loss(model, val_seqs)
+            now = time.perf_counter()
+            info["seconds"] += now - mark
+            mark = now
+            info["curve"].append({"step": info["step"], "train": running / n_running, "valid": val,
+                                  "tokens": info["step"] * settings.batch * cfg.context,
+                                  "seconds": round(info["seconds"], 1)})
+            running, n_running = 0.0, 0
+            info.update(running=0.0, n_running=0)
+            if info["best_val"] is None or val < info["best_val"]:
+                info.update(best_val=val, best_step=info["step"], since_best=0)
+                gpt.save(model, out, {"trained_steps": info["step"], "valid_loss": val})
+            else:
+                info["since_best"] += 1
+                if info["since_best"] >= settings.patience:
+                    stop = "early stop"
+            info["stopped"] = stop
+            _save_state(out, model, opt, info)
+            write_curve(out, info)
+            log(f"lm train: step {info['step']}  train {info['curve'][-1]['train']:.3f}  "
+                f"valid {val:.3f}  (best {info['best_val']:.3f} at {info['best_step']})")
+    if bar:
+        bar.close()
+    info.update(stopped=stop, running=running, n_running=n_running)
+    _save_state(out, model, opt, info)  # a stop between evaluations resumes from this very step
+    log(f"lm train: stopped ({stop}) at step {info['step']}; best validation loss "
+        f"{info['best_val']} at step {info['best_step']}; model in {out}")
+    return {k: info[k] for k in ("step", "best_val", "best_step", "stopped", "seconds", "curve")}
+
+
+def write_curve(out: Path, info: dict) -> None:
+    (out / CURVE).write_text(json.dumps({"curve": info["curve"], "best_step": info["best_step"],
+                                         "best_valid": info["best_val"]}, indent=1))
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    c = info["curve"]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["tokens"] / 1e6 for r in c], [r["train"] for r in c], label="train")
+    ax.plot([r["tokens"] / 1e6 for r in c], [r["valid"] for r in c], label="validation")
+    if info["best_step"]:
+        ax.axvline(info["best_step"] * c[0]["tokens"] / c[0]["step"] / 1e6, ls=":", c="k", label="kept")
+    ax.set_xlabel("train tokens (millions)")
+    ax.set_ylabel("loss (nats/token)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=110)
+    plt.close(fig)
+
+
+def main_settings(**overrides) -> TrainSettings:
+    return replace(TrainSettings(), **overrides)
