@@ -134,13 +134,14 @@ def _cmd_lm_train(args) -> int:
     except ImportError as exc:
         raise CLIError(f"the language model needs the lm extra (pip install 'evo-rules[lm]'): {exc}") from None
     settings = None
-    if args.max_steps is not None or args.seed is not None:
-        base = TrainSettings()
-        settings = TrainSettings(**{**base.to_dict(),
-                                    **({"max_steps": args.max_steps} if args.max_steps is not None else {}),
-                                    **({"seed": args.seed} if args.seed is not None else {})})
+    given = {k: getattr(args, k) for k in ("max_steps", "seed", "patience") if getattr(args, k) is not None}
+    shape = {k: getattr(args, k) for k in ("n_layer", "n_embd", "n_head", "context") if getattr(args, k) is not None}
+    if shape:
+        given["model"] = {**TrainSettings().model, **shape}
+    if given:
+        settings = TrainSettings(**{**TrainSettings().to_dict(), **given})
     res = train_lm(args.out, minutes=args.minutes, settings=settings, threads=args.threads,
-                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr))
+                   progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), device=args.device)
     print(f"best validation loss {res['best_val']:.4f} at step {res['best_step']} "
           f"({res['stopped']}); model, tokenizer and curve.png in {args.out}")
     return 0
@@ -205,7 +206,14 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--minutes", type=float, default=15.0, help="time budget of this call (default 15)")
     lt.add_argument("--max-steps", type=int, help="optimizer steps in all (default 2600)")
     lt.add_argument("--seed", type=int)
+    lt.add_argument("--patience", type=int, help="evaluations without a better validation loss before "
+                    "stopping early (default 4)")
     lt.add_argument("--threads", type=int, default=0, help="torch threads (default: every core)")
+    lt.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
+    lt.add_argument("--layers", dest="n_layer", type=int, help="a bigger model: layers (default 4)")
+    lt.add_argument("--width", dest="n_embd", type=int, help="embedding width (default 128)")
+    lt.add_argument("--heads", dest="n_head", type=int, help="attention heads (default 4)")
+    lt.add_argument("--context", type=int, help="context in tokens (default 384)")
     lt.add_argument("--quiet", action="store_true")
     lt.set_defaults(func=_cmd_lm_train)
 

@@ -79,6 +79,10 @@ def final_for(search, report: dict) -> dict:
     lin = report["baselines"].get("linear")
     if lin:
         rules.append({"name": "linear rule", "text": lin["text"], "weights": lin["weights"]})
+    from .rule import parse
+
+    for r in rules:
+        r["infix"] = parse(r["text"]).to_infix(r["weights"])
     out = search.task.final_evaluation(rules, progress=search.progress)
     out["rules"] = rules
     out["search_seconds"] = round(sum(r.get("seconds") or 0.0 for r in search.logbook), 1)
@@ -169,7 +173,8 @@ def format_report(report: dict) -> str:
     if final:
         lines.append(final["text"])
         for r in final.get("rules", []):
-            lines.append(f"  {r['name']}: {r['text']}")
+            lines.append(f"  {r['name']}: {r.get('infix', r['text'])}")
+            lines.append(f"  {'':{len(r['name'])}}  {r['text']}")
         lines.append(f"  time: LM precompute {final.get('precompute_seconds')} s (once, then cached), "
                      f"search {final.get('search_seconds')} s, real-LM scoring {final.get('seconds')} s")
     gate = report.get("rerun_gate")

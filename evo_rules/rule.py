@@ -46,6 +46,14 @@ class Rule:
     def __hash__(self) -> int:
         return hash(self.key)
 
+    def to_infix(self, weights: Sequence[float] | Mapping[str, float] | None = None) -> str:
+        """Readable math; with fitted weights (in `params` order, or by name) filled in."""
+        from .infix import to_infix
+
+        if weights is not None and not isinstance(weights, Mapping):
+            weights = dict(zip(self.params, (float(v) for v in weights)))
+        return to_infix(self.term, weights)
+
     @cached_property
     def gradients(self) -> dict[str, Term]:
         return {p: derivative(self.term, p) for p in self.params}

@@ -23,7 +23,8 @@ Settings: `model` (folder of a trained model; empty: the one shipped in the pack
 (TinyStories folder; empty: the shipped copies), `label_horizon` (2), `label_temperature`
 (0.1), `targets_per_story` (3, test episodes) and `train_targets_per_story` (6),
 `max_stories` (0 = all; a cap per split, for tests), `cache_dir` (empty: $EVO_RULES_CACHE or
-~/.cache/evo-rules), `threads` (0: every core), `features` ("all", "text" or "model").
+~/.cache/evo-rules), `threads` (0: every core), `device` ("cpu"; "cuda" where there is one),
+`features` ("all", "text" or "model").
 """
 
 from __future__ import annotations
@@ -45,10 +46,10 @@ from .base import Batch, Scorer, fingerprint_of
 from .memory_text import TEXT_FEATURES, target_overlap
 
 MODEL_FEATURES = ("attn_recent", "attn_last", "attn_received", "surprisal", "hidden_sim", "hidden_last",
-                  "help_recent")
+                  "help_recent", "imagined_gain", "full_agree")
 FEATURE_SETS = {"all": TEXT_FEATURES + MODEL_FEATURES, "text": TEXT_FEATURES, "model": MODEL_FEATURES}
 PARTS = ("train", "valid", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def shipped_model() -> Path:
@@ -106,7 +107,7 @@ class MemoryTask:
     def __init__(self, model: str = "", data: str = "", label_horizon: int = 2,
                  label_temperature: float = 0.1, targets_per_story: int = 3,
                  train_targets_per_story: int = 6, max_stories: int = 0, cache_dir: str = "",
-                 threads: int = 0, features: str = "all", _parts=None, _meta=None):
+                 threads: int = 0, features: str = "all", device: str = "cpu", _parts=None, _meta=None):
         if features not in FEATURE_SETS:
             raise ValueError(f"task tinystories-memory: features = {features!r}: use one of {sorted(FEATURE_SETS)}")
         if label_horizon < 1 or label_temperature <= 0 or targets_per_story < 1 or train_targets_per_story < 1:
@@ -119,6 +120,7 @@ class MemoryTask:
         self.model_dir = Path(model) if model else shipped_model()
         self.data = data
         self.threads = threads
+        self.device = device  # an execution detail, like threads: not in the fingerprint
         self.features = FEATURE_SETS[features]
         self._cols = [FEATURE_SETS["all"].index(f) for f in self.features]
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -150,7 +152,7 @@ class MemoryTask:
                 import warnings
 
                 warnings.warn(f"{exc}; computing it again")
-        parts, meta = precompute(self.model_dir, stories, self.settings, self.threads)
+        parts, meta = precompute(self.model_dir, stories, self.settings, self.threads, device=self.device)
         meta.update(data_fingerprint=key, model_digest=model_digest, model=str(self.model_dir))
         _write_cache(path, parts, meta)
         return parts, meta
@@ -223,6 +225,7 @@ class MemoryTask:
     def final_evaluation(self, rules: Sequence[dict], progress: bool = True) -> dict:
         """Real LM continuation losses on the test episodes for every baseline and the given
         rules (dicts with name, text, weights); see `fitness.lm.scoring`."""
+        require_lm()
         from .lm.scoring import final_evaluation
 
         return final_evaluation(self, rules, progress=progress)
@@ -276,13 +279,25 @@ def episodes_for(stories: dict[str, list], settings: dict) -> dict[str, list[tin
     return out
 
 
+def require_lm() -> None:
+    """A clear error, not a traceback, where the lm extra is missing."""
+    try:
+        import safetensors  # noqa: F401
+        import tokenizers  # noqa: F401
+        import torch  # noqa: F401
+    except ImportError as exc:
+        raise ValueError(f"task tinystories-memory needs the lm extra ({exc.name} is missing): "
+                         "python3 -m pip install 'evo-rules[lm]'") from None
+
+
 def precompute(model_dir: Path, stories: dict[str, list], settings: dict, threads: int = 0,
-               progress: bool = True) -> tuple[dict[str, PartData], dict]:
+               progress: bool = True, device: str = "cpu") -> tuple[dict[str, PartData], dict]:
+    require_lm()
     from .lm.memory import MemoryLM, leave_one_in
     from .memory_text import text_features
 
     started = time.perf_counter()
-    lm = MemoryLM(model_dir, threads=threads)
+    lm = MemoryLM(model_dir, threads=threads, device=device)
     H = settings["label_horizon"]
     parts, counts = {}, {}
     eps_all = episodes_for(stories, settings)

@@ -49,9 +49,16 @@ def test_jacobian_matches_central_differences(t, seed):
         wp, wm = w.copy(), w.copy()
         wp[k] += h
         wm[k] -= h
+        wp2, wm2 = w.copy(), w.copy()
+        wp2[k] += 4 * h
+        wm2[k] -= 4 * h
         with np.errstate(all="ignore"):
             fd = (r.evaluate(X, wp) - r.evaluate(X, wm)) / (2 * h)
-        ok = np.isfinite(fd) & np.isfinite(J[:, k]) & np.isfinite(s) & (np.abs(s) < 1e6)
+            fd4 = (r.evaluate(X, wp2) - r.evaluate(X, wm2)) / (8 * h)
+        # rows next to a singularity (log of ~0) have no reliable finite difference: there the
+        # differences at step h and 4h disagree, and only the rows where they agree are compared
+        stable = np.isclose(fd, fd4, rtol=1e-3, atol=1e-6)
+        ok = np.isfinite(fd) & np.isfinite(J[:, k]) & np.isfinite(s) & (np.abs(s) < 1e6) & stable
         assert np.allclose(J[ok, k], fd[ok], rtol=1e-4, atol=1e-5 * (1 + np.abs(s[ok]).max(initial=0)))
 
 

@@ -160,7 +160,7 @@ def test_task_caches_lm_numbers(task, monkeypatch):
     for p in ("train", "valid", "test"):
         assert task.parts[p].n_episodes > 0
     b = task.batch("train")
-    assert set(b.X) == set(task.features) and len(task.features) == 17
+    assert set(b.X) == set(task.features) and len(task.features) == 19
     # probabilities per episode, from the utilities
     assert np.allclose(np.bincount(b.groups, weights=b.y), 1.0)
 
@@ -217,8 +217,9 @@ def test_final_evaluation_real_lm(task):
                      "lexical overlap", "random", "oracle (cross-fitted)", "recency rule"):
             assert (k, name) in rows
         assert rows[(k, "recent-only")]["diff_vs_recent"] == 0.0
-        # the recency rule keeps the most recent chunks: it is recent-only
-        assert rows[(k, "recency rule")]["loss"] == pytest.approx(rows[(k, "recent-only")]["loss"], abs=1e-9)
+        # the recency rule keeps the most recent chunks: it is recent-only, and its fresh forwards
+        # equal the cached ones that recent-only reads at K = 2
+        assert rows[(k, "recency rule")]["loss"] == pytest.approx(rows[(k, "recent-only")]["loss"], abs=1e-5)
         assert rows[(k, "full memory")]["gap_closed"] == pytest.approx(1.0)
     # K = 3 recent-only, rerun now from scratch, equals the table
     lm = MemoryLM(task.model_dir, threads=1)

@@ -17,6 +17,8 @@ over layers and heads):
 | hidden_sim | cosine similarity of c's mean final hidden state and the recent chunk's |
 | hidden_last | cosine similarity of c's mean final hidden state and the memory's last token's (the state that predicts the target) |
 | help_recent | how much c helps the model predict the recent chunk: mean loss of the recent chunk read alone minus read after c (nats); the same measurement as a chunk's utility, made on the memory's own last sentence instead of the unseen target |
+| imagined_gain | the model continues the whole memory greedily for 8 tokens (its own guess of what comes next); the mean log-probability gain of that continuation when c is read before the recent chunk, against the recent chunk alone |
+| full_agree | over the same 8 positions, sum_y p_full(y) (log p_c(y) - log p_0(y)) = KL(p_full, p_0) - KL(p_full, p_c): how far c alone moves the model's next-token predictions toward what it predicts from the whole memory |
 """
 
 from __future__ import annotations
@@ -66,9 +68,13 @@ class EpisodeTokens:
 class MemoryLM:
     """A trained model and its tokenizer, with the batched forwards stage 3 needs."""
 
-    def __init__(self, folder: str | Path, threads: int = 0, batch: int = 32):
+    def __init__(self, folder: str | Path, threads: int = 0, batch: int = 32, imagined: int = 8,
+                 device: str = "cpu"):
         self.folder = Path(folder)
+        self.imagined = imagined
+        self.device = torch.device(device or "cpu")
         self.model, self.meta = gpt.load(self.folder)
+        self.model.to(self.device)
         self.tok = toks.load(self.folder)
         self.eot = toks.eot_id(self.tok)
         self.context = self.model.cfg.context
@@ -82,58 +88,104 @@ class MemoryLM:
                              tuple(tuple(i) for i in ids[len(chunks):]))
 
     def fits(self, ep: EpisodeTokens, n_segments: int) -> bool:
-        return 1 + sum(map(len, ep.chunks)) + sum(map(len, ep.segments[:n_segments])) <= self.context
+        after = max(sum(map(len, ep.segments[:n_segments])), self.imagined)
+        return 1 + sum(map(len, ep.chunks)) + after <= self.context
 
     # ------------------------------------------------------------------ losses
 
     @torch.inference_mode()
-    def span_losses(self, requests: Sequence[tuple[list[int], list[tuple[int, int]]]]) -> list[list[np.ndarray]]:
-        """Per-token losses (nats) of each span of each sequence; spans index `[eot] + ids`."""
-        out: list[list[np.ndarray] | None] = [None] * len(requests)
-        order = sorted(range(len(requests)), key=lambda i: len(requests[i][0]))
-        W = self.model.tok.weight
+    def _batched(self, seqs: Sequence[Sequence[int]], fn) -> list:
+        """fn(i, hidden (T, d), ids (T,)) for every sequence `[eot] + seqs[i]`, batched by length."""
+        out: list = [None] * len(seqs)
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         for b in range(0, len(order), self.batch):
             idx = order[b: b + self.batch]
-            T = max(len(requests[i][0]) for i in idx) + 1
+            T = max(len(seqs[i]) for i in idx) + 1
             if T > self.context:
                 raise ValueError(f"a sequence of {T} tokens is longer than the model's context {self.context}")
             x = torch.full((len(idx), T), self.eot, dtype=torch.long)
             for r, i in enumerate(idx):
-                ids = requests[i][0]
-                x[r, 1: 1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
+                x[r, 1: 1 + len(seqs[i])] = torch.tensor(seqs[i], dtype=torch.long)
+            x = x.to(self.device)
             h = self.model.hidden(x)
             for r, i in enumerate(idx):
-                ids, spans = requests[i]
-                res = []
-                for a, e in spans:
-                    logits = h[r, a - 1: e - 1] @ W.T  # position p-1 predicts token p
-                    res.append(F.cross_entropy(logits, x[r, a:e], reduction="none").numpy().astype(np.float64))
-                out[i] = res
-        return out  # type: ignore[return-value]
+                n = len(seqs[i]) + 1
+                out[i] = fn(i, h[r, :n], x[r, :n])
+        return out
+
+    def span_losses(self, requests: Sequence[tuple[list[int], list[tuple[int, int]]]]) -> list[list[np.ndarray]]:
+        """Per-token losses (nats) of each span of each sequence; spans index `[eot] + ids`."""
+        W = self.model.tok.weight
+
+        def fn(i, h, x):
+            # position p - 1 predicts token p
+            return [F.cross_entropy(h[a - 1: e - 1] @ W.T, x[a:e], reduction="none").cpu().numpy().astype(np.float64)
+                    for a, e in requests[i][1]]
+
+        return self._batched([r[0] for r in requests], fn)
+
+    @torch.inference_mode()
+    def generate(self, prefixes: Sequence[Sequence[int]], n: int) -> tuple[list[list[int]], list[torch.Tensor]]:
+        """Greedy continuations of n tokens after `[eot] + prefix`, and the model's log-probs
+        (n, vocab) at each generated position."""
+        W = self.model.tok.weight
+        seqs = [list(p) for p in prefixes]
+        logps: list[list[torch.Tensor]] = [[] for _ in prefixes]
+        for _ in range(n):
+            def fn(i, h, x):
+                return torch.log_softmax(h[-1] @ W.T, dim=-1)
+
+            last = self._batched(seqs, fn)
+            for i, lp in enumerate(last):
+                logps[i].append(lp)
+                seqs[i].append(int(lp.argmax()))
+        return [s[len(p):] for s, p in zip(seqs, prefixes)], [torch.stack(l) for l in logps]
 
     # ------------------------------------------------------------------ the model's view
 
     @torch.inference_mode()
     def model_features(self, eps: Sequence[EpisodeTokens]) -> list[np.ndarray]:
         """(n - 1, len(MODEL_FEATURES)) features per episode: one forward over each memory for
-        the attention, surprisal and hidden-state features, and short forwards for help_recent."""
+        the attention, surprisal and hidden-state features; a greedy continuation of
+        `self.imagined` tokens from the whole memory; short forwards of (chunk, recent chunk, continuation)."""
         view = self._view(eps)
+        memories = [[t for ch in ep.chunks for t in ch] for ep in eps]
+        g = self.imagined
+        if any(1 + len(m) + g > self.context for m in memories):
+            raise ValueError("a memory leaves no room for the imagined continuation (check fits() first)")
+        gen, p_full = self.generate(memories, g) if g else ([[] for _ in eps], [None] * len(eps))
+        W = self.model.tok.weight
         reqs, where = [], []
         for e, ep in enumerate(eps):
-            n = len(ep.chunks)
             recent = list(ep.chunks[-1])
-            reqs.append((recent, [(1, 1 + len(recent))]))
-            where.append((e, -1))
-            for c in range(n - 1):
-                reqs.append((list(ep.chunks[c]) + recent, [(1 + len(ep.chunks[c]), 1 + len(ep.chunks[c]) + len(recent))]))
-                where.append((e, c))
-        losses = self.span_losses(reqs)
-        alone = {e: ls[0].mean() for (e, c), ls in zip(where, losses) if c < 0}
-        help_recent = [np.zeros(len(ep.chunks) - 1) for ep in eps]
-        for (e, c), ls in zip(where, losses):
-            if c >= 0:
-                help_recent[e][c] = alone[e] - ls[0].mean()
-        return [np.hstack([v, h[:, None]]) for v, h in zip(view, help_recent)]
+            for c in [-1] + list(range(len(ep.chunks) - 1)):
+                head = list(ep.chunks[c]) if c >= 0 else []
+                reqs.append(head + recent + gen[e])
+                where.append((e, c, len(head), len(recent)))
+
+        def fn(i, h, x):
+            e, c, lh, lr = where[i]
+            a, b = 1 + lh, 1 + lh + lr  # the recent chunk's tokens
+            rec = float(F.cross_entropy(h[a - 1: b - 1] @ W.T, x[a:b], reduction="mean"))
+            if not g:
+                return rec, None
+            return rec, torch.log_softmax(h[b - 1: b - 1 + g] @ W.T, dim=-1)  # predicting gen[0..g-1]
+
+        res = self._batched(reqs, fn)
+        base = {}
+        extra = [np.zeros((len(ep.chunks) - 1, 3)) for ep in eps]
+        for (e, c, _, _), (rec, lp) in zip(where, res):
+            if c < 0:
+                base[e] = (rec, lp)
+                continue
+            rec0, lp0 = base[e]
+            extra[e][c, 0] = rec0 - rec  # help_recent
+            if g:
+                d = lp - lp0
+                idx = torch.tensor(gen[e], device=d.device)
+                extra[e][c, 1] = float(d[torch.arange(g, device=d.device), idx].mean())  # imagined_gain
+                extra[e][c, 2] = float((p_full[e].exp() * d).sum(-1).mean())  # full_agree
+        return [np.hstack([v, x]) for v, x in zip(view, extra)]
 
     @torch.inference_mode()
     def _view(self, eps: Sequence[EpisodeTokens]) -> list[np.ndarray]:
@@ -147,6 +199,7 @@ class MemoryLM:
             for r, i in enumerate(idx):
                 ids = [t for ch in eps[i].chunks for t in ch]
                 x[r, 1: 1 + len(ids)] = torch.tensor(ids, dtype=torch.long)
+            x = x.to(self.device)
             _, att, h = self.model(x, need_attention=True)
             att = att.mean(dim=1)  # (B, T, T)
             for r, i in enumerate(idx):

@@ -133,7 +133,7 @@ def save(model: GPT, folder: str | Path, extra: dict | None = None) -> None:
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = folder / (WEIGHTS + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(folder / WEIGHTS)

@@ -3,8 +3,9 @@
 For each budget K (2 and 3) every selection keeps the recent chunk and K - 1 others; the model
 reads `<eot>` + kept chunks (story order) + target, and the loss is the target's mean token loss.
 At K = 2 a selection is one candidate, and the precompute already ran exactly that forward for
-every candidate of every test episode (stored per token in the cache), so the K = 2 rows read
-those real losses; K = 3 selections are run now, each distinct (episode, kept set) once.
+every candidate of every test episode (stored per token in the cache): the fixed policies' K = 2
+rows read those real losses. The rules (searched, linear) at both budgets and every K = 3
+selection are run now, each distinct (episode, kept set) once.
 
 Selections: full memory; recent-only (the last K chunks); StreamingLLM-style (attention sink =
 the first chunk, plus the most recent); H2O-style (the K - 1 chunks whose tokens received the
@@ -67,7 +68,7 @@ def final_evaluation(task, rules: Sequence[dict], progress: bool = True, budgets
     d = task.parts["test"]
     if d.tokens is None:
         raise ValueError("stage-3 cache has no per-token test losses; delete it to recompute")
-    lm = MemoryLM(task.model_dir, threads=task.threads)
+    lm = MemoryLM(task.model_dir, threads=task.threads, device=task.device)
     eps = _test_episodes(task, lm)
     if len(eps) != d.n_episodes:
         raise ValueError(f"test episodes changed since the cache was written ({len(eps)} vs {d.n_episodes})")
@@ -130,6 +131,7 @@ def final_evaluation(task, rules: Sequence[dict], progress: bool = True, budgets
         return target_overlap([ep.chunks[c] for c in kept] + [ep.chunks[-1]], ep.target)
 
     rows = []
+    pairs: list[dict] = []
     timing = {}
     for k in budgets:
         t0 = time.perf_counter()
@@ -151,37 +153,45 @@ def final_evaluation(task, rules: Sequence[dict], progress: bool = True, budgets
             u_half[e] = (np.asarray(ua), np.asarray(ub))
         oracle_a = [tuple(sorted(np.argsort(-u_half[e][0], kind="stable")[: k - 1].tolist())) for e in range(E)]
         oracle_b = [tuple(sorted(np.argsort(-u_half[e][1], kind="stable")[: k - 1].tolist())) for e in range(E)]
-        # losses of every needed (episode, kept) pair; K = 2 pairs are in the cache
-        need = {}
-        for lists in list(sel.values()) + [oracle_a, oracle_b]:
+        # losses of every needed (episode, kept) pair. Fixed policies at K = 2 read the cached
+        # forwards; rules (searched, linear) and every K = 3 selection are run now
+        need: dict[tuple, np.ndarray | None] = {}
+        for name, lists in list(sel.items()) + [("oracle", oracle_a), ("oracle", oracle_b)]:
+            fresh = name in rule_scores
             for e, kept in enumerate(lists):
-                need.setdefault((e, kept), None)
+                need.setdefault((e, kept, fresh), None)
         run = []
-        for (e, kept) in need:
-            if len(kept) == 1:
-                need[(e, kept)] = tok_with(e, kept[0])
+        for (e, kept, fresh) in need:
+            n = len(eps[e][1].chunks)
+            if fresh or 1 < len(kept) < n - 1:
+                run.append((e, kept, fresh))
+            elif len(kept) == 1:
+                need[(e, kept, fresh)] = tok_with(e, kept[0])
             elif len(kept) == 0:
-                need[(e, kept)] = tok_base(e)
-            elif len(kept) == len(eps[e][1].chunks) - 1:
-                need[(e, kept)] = tok_full(e)
+                need[(e, kept, fresh)] = tok_base(e)
             else:
-                run.append((e, kept))
+                need[(e, kept, fresh)] = tok_full(e)
+        n_runs = len(run)
         if run:
-            n_runs = len(run)
-            losses = selection_losses(lm, [(eps[e][1], kept + (len(eps[e][1].chunks) - 1,)) for e, kept in run])
-            for (e, kept), l in zip(run, losses):
-                need[(e, kept)] = l
-        else:
-            n_runs = 0
+            losses = selection_losses(lm, [(eps[e][1], kept + (len(eps[e][1].chunks) - 1,)) for e, kept, _ in run])
+            for key, l in zip(run, losses):
+                need[key] = l
         per = {}
         for name, lists in sel.items():
-            per[name] = [need[(e, kept)] for e, kept in enumerate(lists)]
-        per["oracle (cross-fitted)"] = [np.where(even[e], need[(e, oracle_b[e])], need[(e, oracle_a[e])])
-                                        for e in range(E)]
+            per[name] = [need[(e, kept, name in rule_scores)] for e, kept in enumerate(lists)]
+        per["oracle (cross-fitted)"] = [np.where(even[e], need[(e, oracle_b[e], False)],
+                                                 need[(e, oracle_a[e], False)]) for e in range(E)]
         sel["oracle (cross-fitted)"] = oracle_a  # its overlap: the mean over both halves' choices, below
         per["full memory"] = [tok_full(e) for e in range(E)]
         sel["full memory"] = [tuple(range(len(eps[e][1].chunks) - 1)) for e in range(E)]
         timing[f"K={k}"] = {"seconds": round(time.perf_counter() - t0, 1), "forwards": n_runs}
+        means = {name: np.array([l.mean() for l in ls]) for name, ls in per.items()}
+        for name in rule_scores:  # each rule against each fixed policy, paired by episode
+            for other in ("recent-only", "StreamingLLM (first + recent)", "H2O (heavy hitters)", "linear rule"):
+                if other in means and other != name:
+                    d_ = means[name] - means[other]
+                    pairs.append({"K": k, "rule": name, "vs": other, "diff": float(d_.mean()),
+                                  "se": clustered_se(d_, d.story)})
         ref = np.array([l.mean() for l in per["recent-only"]])
         full = np.array([l.mean() for l in per["full memory"]])
         gap = ref.mean() - full.mean()
@@ -201,7 +211,7 @@ def final_evaluation(task, rules: Sequence[dict], progress: bool = True, budgets
     out = {"episodes": E, "stories": int(len(np.unique(d.story))),
            "recall_episodes": int(sum(m.any() for m in recall)),
            "last_chunk_only": float(base.mean()),
-           "rows": rows, "timing": timing, "seconds": round(time.perf_counter() - started, 1)}
+           "rows": rows, "pairs": pairs, "timing": timing, "seconds": round(time.perf_counter() - started, 1)}
     out["text"] = format_table(out)
     return out
 
@@ -221,4 +231,10 @@ def format_table(res: dict) -> str:
                          f"{r['target_overlap']:7.4f}")
     lines.append("  (gap = share of the recent-only to full-memory loss gap closed; recall = loss on target "
                  "tokens found in the memory but not in the recent chunk)")
+    if res.get("pairs"):
+        lines.append("  paired differences of each rule (loss, rule minus other; negative = the rule is better):")
+        for p in res["pairs"]:
+            z = p["diff"] / p["se"] if p["se"] and p["se"] > 0 else math.nan
+            lines.append(f"    K = {p['K']}  {p['rule'][:28]:28s} vs {p['vs'][:30]:30s} {p['diff']:+.4f} +- {p['se']:.4f}"
+                         f"  ({z:+.1f} SE)")
     return "\n".join(lines)

@@ -96,15 +96,15 @@ def validation_loss(model, seqs) -> float:
 def _save_state(out: Path, model, opt, info: dict) -> None:
     from safetensors.torch import save_file
 
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in opt.param_groups:
         for p in group["params"]:
             st = opt.state.get(p)
             if st:
                 n = names[id(p)]
-                tensors[f"opt.{n}.exp_avg"] = st["exp_avg"].contiguous()
-                tensors[f"opt.{n}.exp_avg_sq"] = st["exp_avg_sq"].contiguous()
+                tensors[f"opt.{n}.exp_avg"] = st["exp_avg"].cpu().contiguous()
+                tensors[f"opt.{n}.exp_avg_sq"] = st["exp_avg_sq"].cpu().contiguous()
                 info.setdefault("opt_steps", {})[n] = float(st["step"])
     tmp = out / (STATE + ".tmp")
     save_file(tensors, str(tmp))
@@ -128,8 +128,8 @@ def _load_state(out: Path, model, opt) -> dict:
     params = dict(model.named_parameters())
     for n, step in info.get("opt_steps", {}).items():
         opt.state[params[n]] = {"step": torch.tensor(step),
-                                "exp_avg": tensors[f"opt.{n}.exp_avg"].clone(),
-                                "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].clone()}
+                                "exp_avg": tensors[f"opt.{n}.exp_avg"].to(params[n].device),
+                                "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(params[n].device)}
     return info
 
 
@@ -141,7 +141,8 @@ def _optimizer(model, s: TrainSettings):
 
 
 def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | None = None,
-             threads: int = 0, progress: bool = True, log=print, steps: int | None = None) -> dict:
+             threads: int = 0, progress: bool = True, log=print, steps: int | None = None,
+             device: str = "cpu") -> dict:
     """Train (or continue training) the model in folder `out`; returns the curve summary.
     `steps` stops this call after that many steps (the run stays resumable)."""
     out = Path(out)
@@ -152,11 +153,18 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
             saved = json.loads((out / STATE_JSON).read_text())["settings"]
         except (json.JSONDecodeError, KeyError) as exc:
             raise ValueError(f"{out / STATE_JSON}: unreadable training state ({exc})") from None
+        changed = {}
         if settings is not None and settings.to_dict() != saved:
-            diff = sorted(k for k in saved if saved[k] != settings.to_dict().get(k))
-            raise ValueError(f"{out}: holds a training run with other settings ({', '.join(diff)}); "
-                             "use another --out or the same settings")
-        settings = TrainSettings(**saved)
+            new = settings.to_dict()
+            diff = sorted(k for k in saved if saved[k] != new.get(k))
+            # training longer (the schedule stretches to the new end) or more patiently is allowed
+            if set(diff) <= {"max_steps", "patience"} and new["max_steps"] >= saved["max_steps"]:
+                changed = {k: new[k] for k in diff}
+            else:
+                raise ValueError(f"{out}: holds a training run with other settings ({', '.join(diff)}); "
+                                 "use another --out or the same settings (only --max-steps may grow, "
+                                 "--patience may change)")
+        settings = TrainSettings(**{**saved, **changed})
     settings = settings or TrainSettings()
     # evo_rules sets OMP_NUM_THREADS=1 for its workers; training wants every core it is given
     torch.set_num_threads(threads or os.cpu_count() or 1)
@@ -176,14 +184,18 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
         raise ValueError(f"{len(stream)} train tokens: fewer than one context of {cfg.context}")
     val_seqs = _eval_batches(tok, valid_texts, settings.eval_sequences, cfg.context)
 
+    device = torch.device(device or "cpu")
+    val_seqs = [v.to(device) for v in val_seqs]
     torch.manual_seed(settings.seed)
-    model = gpt.GPT(cfg)
+    model = gpt.GPT(cfg).to(device)
     opt = _optimizer(model, settings)
     info = {"settings": settings.to_dict(), "step": 0, "best_val": None, "best_step": None,
             "since_best": 0, "curve": [], "seconds": 0.0, "train_tokens": int(len(stream)),
             "n_params": model.n_params(), "stopped": None}
     if resumed:
         info = _load_state(out, model, opt)
+        if info["settings"] != settings.to_dict():
+            info.update(settings=settings.to_dict(), stopped=None, since_best=0)
         log(f"lm train: resuming {out} at step {info['step']} (best validation loss "
             f"{info['best_val']} at step {info['best_step']})")
     else:
@@ -210,8 +222,8 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
             break
         g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
         starts = torch.randint(0, len(stream) - cfg.context - 1, (settings.batch,), generator=g)
-        xb = torch.stack([stream[s: s + cfg.context] for s in starts])
-        yb = torch.stack([stream[s + 1: s + cfg.context + 1] for s in starts])
+        xb = torch.stack([stream[s: s + cfg.context] for s in starts]).to(device)
+        yb = torch.stack([stream[s + 1: s + cfg.context + 1] for s in starts]).to(device)
         torch.manual_seed(settings.seed * 7_919 + step)  # dropout masks
         for group in opt.param_groups:
             group["lr"] = _lr(settings, step)
