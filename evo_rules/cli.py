@@ -142,8 +142,12 @@ def _cmd_lm_train(args) -> int:
         settings = TrainSettings(**{**TrainSettings().to_dict(), **given})
     res = train_lm(args.out, minutes=args.minutes, settings=settings, threads=args.threads,
                    progress=not args.quiet, log=lambda m: print(m, file=sys.stderr), device=args.device)
-    print(f"best validation loss {res['best_val']:.4f} at step {res['best_step']} "
-          f"({res['stopped']}); model, tokenizer and curve.png in {args.out}")
+    if res["best_val"] is None:
+        print(f"stopped ({res['stopped']}) at step {res['step']}, before the first evaluation; "
+              f"run the same command again to continue in {args.out}")
+    else:
+        print(f"best validation loss {res['best_val']:.4f} at step {res['best_step']} "
+              f"({res['stopped']}); model, tokenizer and curve.png in {args.out}")
     return 0
 
 

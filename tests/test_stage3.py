@@ -251,6 +251,15 @@ def test_search_reports_real_lm_table(tmp_path, task, data_dir, tiny_model):
     assert "stage 3, real LM" in format_report(report)
 
 
+def test_lm_train_refuses_a_folder_of_other_files(tmp_path):
+    from fitness.lm.train import train_lm
+
+    (tmp_path / "report.json").write_text("{}")
+    with pytest.raises(ValueError, match="holds other files"):
+        train_lm(tmp_path, progress=False, log=lambda m: None)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]  # nothing written
+
+
 def test_cli_lm_train_bad_folder_is_one_line(tmp_path, capsys):
     from evo_rules.cli import main
 

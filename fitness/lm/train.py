@@ -146,8 +146,10 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     """Train (or continue training) the model in folder `out`; returns the curve summary.
     `steps` stops this call after that many steps (the run stays resumable)."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     resumed = (out / STATE_JSON).exists()
+    if out.is_dir() and not resumed and any(out.iterdir()):
+        raise ValueError(f"{out}: holds other files and no training run; train into a new or empty folder")
+    out.mkdir(parents=True, exist_ok=True)
     if resumed:
         try:
             saved = json.loads((out / STATE_JSON).read_text())["settings"]
