@@ -43,7 +43,7 @@ import numpy as np
 
 from . import tinystories
 from .base import Batch, Scorer, fingerprint_of
-from .memory_text import TEXT_FEATURES, target_overlap
+from .memory_text import TEXT_FEATURES
 
 MODEL_FEATURES = ("attn_recent", "attn_last", "attn_received", "surprisal", "hidden_sim", "hidden_last",
                   "help_recent", "imagined_gain", "full_agree")
@@ -133,13 +133,14 @@ class MemoryTask:
 
     # ------------------------------------------------------------------ cache
 
-    def _stories(self) -> dict[str, list]:
+    def stories(self) -> dict[str, list]:
+        """Split -> stories of this task (capped by max_stories)."""
         splits = tinystories.load_splits(self.data or None)
         cap = self.settings["max_stories"]
         return {p: (splits[p][:cap] if cap else splits[p]) for p in PARTS}
 
     def _load_or_compute(self):
-        stories = self._stories()
+        stories = self.stories()
         data_digest = fingerprint_of("tinystories", {}, *[s.text for p in PARTS for s in stories[p]])
         model_digest = _model_digest(self.model_dir)
         key = fingerprint_of(self.name, {k: v for k, v in self.settings.items() if k != "features"},
@@ -172,17 +173,6 @@ class MemoryTask:
         y = _softmax_in_groups(d.u_label / self.settings["label_temperature"], d.groups)
         return Batch(self._X(d), y, d.groups.astype(np.int64))
 
-    def choose(self, part: str, scores: np.ndarray, k: int) -> list[np.ndarray]:
-        """Per episode, the candidate indices (within the episode) of the top k - 1 scores."""
-        d = self._check(part)
-        starts = np.r_[d.starts(), len(d.groups)]
-        scores = np.where(np.isfinite(scores), scores, -np.inf)
-        out = []
-        for e in range(d.n_episodes):
-            s = scores[starts[e]: starts[e + 1]]
-            out.append(np.sort(np.argsort(-s, kind="stable")[: k - 1]))
-        return out
-
     def score(self, part: str, scorer: Scorer) -> dict[str, float]:
         d = self._check(part)
         scores = np.broadcast_to(np.asarray(scorer(self._X(d)), dtype=np.float64), d.groups.shape)
@@ -194,7 +184,7 @@ class MemoryTask:
         return "(add " + " ".join(f"(mul w x.{f})" for f in self.features) + ")"
 
     def reference_rules(self) -> dict[str, str]:
-        # the fixed policies as rules: they seed nothing by default and show in the report
+        # the fixed policies as weightless rules: report baselines, and seeds when seed_reference
         refs = {"recent": "x.recency", "overlap": "x.overlap_recent", "h2o": "x.attn_received"}
         return {k: v for k, v in refs.items() if v[2:] in self.features}
 
@@ -293,7 +283,7 @@ def require_lm() -> None:
 def precompute(model_dir: Path, stories: dict[str, list], settings: dict, threads: int = 0,
                progress: bool = True, device: str = "cpu") -> tuple[dict[str, PartData], dict]:
     require_lm()
-    from .lm.memory import MemoryLM, leave_one_in
+    from .lm.memory import MemoryLM, encode_episodes, leave_one_in
     from .memory_text import text_features
 
     started = time.perf_counter()
@@ -308,12 +298,8 @@ def precompute(model_dir: Path, stories: dict[str, list], settings: dict, thread
         bar = tqdm(total=sum(len(v) for v in eps_all.values()), unit="episode",
                    desc="stage 3: LM utilities and features (once, then cached)", leave=False)
     for p in PARTS:
-        eps, toks = [], []
-        for ep in eps_all[p]:
-            et = lm.encode(ep.chunks, (ep.target,) + ep.lookahead[: H - 1])
-            if lm.fits(et, H):
-                eps.append(ep)
-                toks.append(et)
+        pairs = encode_episodes(lm, eps_all[p], H)
+        eps, toks = [e for e, _ in pairs], [t for _, t in pairs]
         rows_X, groups, u_label, u_target, story = [], [], [], [], []
         tok = {"length": [], "base": [], "full": [], "with": [], "recall": []}
         step = 64

@@ -180,7 +180,7 @@ def test_utility_is_the_real_loss_difference(task):
     from fitness.memory import episodes_for
 
     lm = MemoryLM(task.model_dir, threads=1)
-    eps = episodes_for(task._stories(), task.settings)["valid"]
+    eps = episodes_for(task.stories(), task.settings)["valid"]
     ep = next(e for e in eps if lm.fits(lm.encode(e.chunks, (e.target,) + e.lookahead[:1]), 2))
     et = lm.encode(ep.chunks, (ep.target,))
     n = len(ep.chunks)

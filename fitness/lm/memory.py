@@ -35,7 +35,6 @@ import torch.nn.functional as F
 from . import model as gpt
 from . import tokenizer as toks
 
-from ..memory import MODEL_FEATURES  # noqa: F401 - the names, kept with the task
 
 
 @dataclass(frozen=True)
@@ -228,6 +227,16 @@ class MemoryLM:
             hidden_last = float(F.cosine_similarity(h[a:e].mean(0), h[end - 1], dim=0))
             rows.append([attn_recent, attn_last, attn_received, surprisal, hidden_sim, hidden_last])
         return np.asarray(rows, dtype=np.float64).reshape(n - 1, 6)
+
+
+def encode_episodes(lm: MemoryLM, eps: Sequence, n_segments: int) -> list[tuple]:
+    """(episode, tokens) for the episodes whose memory and label sentences fit the context."""
+    out = []
+    for ep in eps:
+        et = lm.encode(ep.chunks, (ep.target,) + ep.lookahead[: n_segments - 1])
+        if lm.fits(et, n_segments):
+            out.append((ep, et))
+    return out
 
 
 def leave_one_in(lm: MemoryLM, eps: Sequence[EpisodeTokens], n_segments: int) -> list[dict]:

@@ -8,7 +8,6 @@ config as JSON (`save` / `load`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -166,14 +165,3 @@ def load(folder: str | Path) -> tuple[GPT, dict]:
         raise ValueError(f"{folder / WEIGHTS}: unreadable or mismatched weights ({str(exc).splitlines()[0]})") from None
     model.eval()
     return model, meta
-
-
-def digest(folder: str | Path) -> str:
-    """blake2b-128 of the weights and config files: the model part of a cache fingerprint."""
-    h = hashlib.blake2b(digest_size=16)
-    for name in (WEIGHTS, CONFIG, "tokenizer.json"):
-        p = Path(folder) / name
-        if p.exists():
-            h.update(name.encode())
-            h.update(p.read_bytes())
-    return h.hexdigest()

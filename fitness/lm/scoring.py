@@ -29,10 +29,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .. import tinystories
 from ..memory import FEATURE_SETS
 from ..memory_text import target_overlap
-from .memory import MemoryLM, selection_losses
+from .memory import MemoryLM, encode_episodes, selection_losses
 
 
 def clustered_se(d: np.ndarray, clusters: np.ndarray) -> float:
@@ -52,15 +51,8 @@ def clustered_se(d: np.ndarray, clusters: np.ndarray) -> float:
 def _test_episodes(task, lm: MemoryLM):
     from ..memory import episodes_for
 
-    stories = task._stories()
-    eps = episodes_for(stories, task.settings)["test"]
-    H = task.settings["label_horizon"]
-    kept = []
-    for ep in eps:
-        et = lm.encode(ep.chunks, (ep.target,) + ep.lookahead[: H - 1])
-        if lm.fits(et, H):
-            kept.append((ep, et))
-    return kept
+    eps = episodes_for(task.stories(), task.settings)["test"]
+    return encode_episodes(lm, eps, task.settings["label_horizon"])
 
 
 def final_evaluation(task, rules: Sequence[dict], progress: bool = True, budgets=(2, 3)) -> dict:

@@ -12,7 +12,8 @@ A training folder holds:
 
 `train_lm(out, minutes=..)` trains until `max_steps`, the time budget of this call, or
 `patience` evaluations without a better validation loss; calling it again on the same folder
-goes on from where it stopped (settings other than the time budget must match).
+goes on from where it stopped (same settings, except that `max_steps` may grow and `patience`
+change).
 """
 
 from __future__ import annotations
