@@ -8,10 +8,12 @@ import os as _os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     _os.environ.setdefault(_var, "1")
 
+from .fitted import FittedRule, FittedRun, load
 from .fitting import FitResult, fit
 from .parse import ParseError
 from .rule import Rule, parse, rule_key
 from .terms import Term
 
-__all__ = ["FitResult", "ParseError", "Rule", "Term", "fit", "parse", "rule_key"]
+__all__ = ["FitResult", "FittedRule", "FittedRun", "ParseError", "Rule", "Term", "fit", "load", "parse",
+           "rule_key"]
 __version__ = "0.1.0"

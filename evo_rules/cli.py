@@ -120,6 +120,21 @@ def _cmd_plot(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    from .fitted import format_scores, predict_csv
+
+    text = format_scores(predict_csv(args.dir, args.data, args.rule))
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    tmp = args.out + ".tmp"  # written whole, then renamed: an existing file is never half-replaced
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, args.out)
+    print(f"evo-rules: {text.count(chr(10))} scores written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def _cmd_tasks(args) -> int:
     from fitness.registry import TASKS
 
@@ -221,14 +236,32 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--quiet", action="store_true")
     lt.set_defaults(func=_cmd_lm_train)
 
+    pr = sub.add_parser("predict", help="score each row of a CSV file with a run's winner (or --rule N)")
+    pr.add_argument("dir", help="run folder")
+    pr.add_argument("data", help="CSV file with a header line naming the rule's features")
+    pr.add_argument("--rule", type=int, metavar="N", help="the N-th rule of the hall of fame (1 = best) "
+                    "instead of the winner")
+    pr.add_argument("--out", metavar="FILE", help="write the scores, one per line, to FILE (default: print)")
+    pr.set_defaults(func=_cmd_predict)
+
     t = sub.add_parser("tasks", help="list the registered tasks")
     t.set_defaults(func=_cmd_tasks)
     return p
 
 
+def _eval_argv(argv: list[str]) -> list[str]:
+    """argparse takes a rule that starts with '-' (`eval -1e300`) for an option: put the eval
+    command's options first and everything else after '--', so any text is the rule."""
+    if not argv or argv[0] != "eval" or "--" in argv:
+        return argv
+    options = ("--show-gradients", "--help", "-h")
+    is_option = lambda a: a in options or (len(a) > 2 and any(o.startswith(a) for o in options))  # noqa: E731
+    return ["eval", *[a for a in argv[1:] if is_option(a)], "--", *[a for a in argv[1:] if not is_option(a)]]
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_eval_argv(list(sys.argv[1:] if argv is None else argv)))
     try:
         with warnings.catch_warnings():  # restores the warning display when main returns
             warnings.showwarning = _warn_one_line

@@ -54,6 +54,29 @@ class Rule:
             weights = dict(zip(self.params, (float(v) for v in weights)))
         return to_infix(self.term, weights)
 
+    # export (evo_rules/export.py): weights in `params` order or by name; None keeps them symbolic
+
+    def to_latex(self, weights=None, digits: int = 4) -> str:
+        from .export import to_latex
+
+        return to_latex(self, weights, digits)
+
+    def to_sympy(self, weights=None):
+        from .export import to_sympy
+
+        return to_sympy(self, weights)
+
+    def to_numpy(self, weights=None, name: str = "rule") -> str:
+        """Source of a plain NumPy function `def rule(X, w=...)` (no engine needed to run it)."""
+        from .export import to_numpy
+
+        return to_numpy(self, weights, name)
+
+    def to_callable(self, weights=None):
+        from .export import to_callable
+
+        return to_callable(self, weights)
+
     @cached_property
     def gradients(self) -> dict[str, Term]:
         return {p: derivative(self.term, p) for p in self.params}
