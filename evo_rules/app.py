@@ -16,6 +16,7 @@ from .config import RunConfig, from_dict, load
 from .population import Variation
 from .report import build_report, reference_texts, write_report
 from .search import RunFolderError, Search, TaskHandle
+from .validate import checked_task
 
 DEFAULT_CONFIG = "and-match.toml"
 RUNS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
@@ -73,7 +74,7 @@ def seed_texts(config: RunConfig, task) -> list[str]:
 
 def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool = False) -> Search:
     handle = task_handle(config)
-    task = handle.build()
+    task = checked_task(config, handle.build)  # settings, data, features: before any folder
     search = Search(config, handle, variation(config, task.features), out,
                     seeds=seed_texts(config, task), progress=progress, resume=resume)
     return search
@@ -141,7 +142,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
 
     started = time.perf_counter()
     handle = task_handle(config)
-    task = handle.build()
+    task = checked_task(config, handle.build)
     sw = config.sweep
     features = tuple(config.grammar.features or task.features)
     vocab = ops.term_vocabulary(features, pairs=sw.pairs)

@@ -51,6 +51,9 @@ def _cmd_run(args) -> int:
     if ev:
         config = config.replace("evaluation", **ev)
     out = args.out or _free_out(config)
+    from .validate import checked_task
+
+    checked_task(config, app.task_handle(config).build)  # bad input: its one line comes alone
     print(f"evo-rules: run {config.task.name} from {config.source} into {out}", file=sys.stderr)
     search, report = app.start(config, out, progress=not args.quiet)
     return _finish(search, report)

@@ -7,7 +7,10 @@ work starts. `RunConfig.to_dict()` is the resolved config stored with a run and 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
@@ -15,6 +18,15 @@ from typing import Any, Mapping
 
 class ConfigError(ValueError):
     pass
+
+
+# upper bounds: far above any sensible run, low enough that a typo is refused, not run for days
+MAX_SEED = 2**63 - 1  # seeds: 0 <= seed <= MAX_SEED
+MAX_COUNT = 1_000_000  # population, generations, hall of fame, ...
+MAX_WORKERS = 1_024
+MAX_RULE_SIZE = 1_000
+MAX_RULE_DEPTH = 100
+_FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 @dataclass(frozen=True)
@@ -25,11 +37,10 @@ class RunSection:
     checkpoint_every: int = 1  # generations between checkpoints
 
     def check(self, where):
-        _positive(where, "generations", self.generations, allow_zero=True)
-        _positive(where, "population", self.population)
-        _positive(where, "checkpoint_every", self.checkpoint_every)
-        if self.population < 4:
-            raise ConfigError(f"{where}.population: must be at least 4, got {self.population}")
+        _within(where, "seed", self.seed, 0, MAX_SEED)
+        _within(where, "generations", self.generations, 0, MAX_COUNT)
+        _within(where, "population", self.population, 4, MAX_COUNT)
+        _within(where, "checkpoint_every", self.checkpoint_every, 1, MAX_COUNT)
 
 
 @dataclass(frozen=True)
@@ -62,18 +73,16 @@ class SearchSection:
     def check(self, where):
         if self.selection not in ("nsga2", "tournament"):
             raise ConfigError(f"{where}.selection: must be 'nsga2' or 'tournament', got {self.selection!r}")
-        _positive(where, "tournament_size", self.tournament_size)
-        _positive(where, "hall_of_fame", self.hall_of_fame)
-        if self.elite < 0:
-            raise ConfigError(f"{where}.elite: must be >= 0, got {self.elite}")
-        probs = [self.crossover, self.subtree, self.point, self.hoist, self.shrink, self.insert]
-        if any(p < 0 for p in probs) or sum(probs) <= 0:
-            raise ConfigError(f"{where}: operator probabilities must be >= 0 and not all 0")
-        if self.parsimony < 0:
-            raise ConfigError(f"{where}.parsimony: must be >= 0, got {self.parsimony}")
-        for i, r in enumerate(self.seed_rules):
-            if not isinstance(r, str):
-                raise ConfigError(f"{where}.seed_rules[{i}]: must be rule text (a string)")
+        _within(where, "tournament_size", self.tournament_size, 1, MAX_COUNT)
+        _within(where, "hall_of_fame", self.hall_of_fame, 1, MAX_COUNT)
+        _within(where, "elite", self.elite, 0, MAX_COUNT)
+        ops = ("crossover", "subtree", "point", "hoist", "shrink", "insert")
+        for key in ops:
+            _within(where, key, getattr(self, key), 0.0, 1.0)
+        if not any(getattr(self, key) for key in ops):
+            raise ConfigError(f"{where}: the operator probabilities ({', '.join(ops)}) are all 0")
+        _within(where, "parsimony", self.parsimony, 0.0, 1e6)
+        _strings(where, "seed_rules", self.seed_rules)
 
 
 @dataclass(frozen=True)
@@ -85,13 +94,19 @@ class GrammarSection:
     template_share: float = 0.5
 
     def check(self, where):
+        _strings(where, "operators", self.operators)
         bad = [o for o in self.operators if o not in ("add", "mul", "exp", "log", "eml")]
         if bad or not self.operators:
-            raise ConfigError(f"{where}.operators: unknown operator(s) {bad} (known: add, mul, exp, log, eml)")
-        _positive(where, "max_size", self.max_size)
-        _positive(where, "max_depth", self.max_depth)
-        if not 0.0 <= self.template_share <= 1.0:
-            raise ConfigError(f"{where}.template_share: must be in [0, 1], got {self.template_share}")
+            raise ConfigError(f"{where}.operators: unknown operator(s) {bad} (known: add, mul, exp, log, eml)"
+                              f"{_did_you_mean(bad[0] if bad else '', ('add', 'mul', 'exp', 'log', 'eml'))}")
+        _strings(where, "features", self.features)
+        for i, f in enumerate(self.features):
+            if not _FEATURE_NAME.match(f):
+                raise ConfigError(f"{where}.features[{i}]: {_short(f)} is not a feature name (letters, "
+                                  "digits and _, not starting with a digit, without the 'x.' prefix)")
+        _within(where, "max_size", self.max_size, 1, MAX_RULE_SIZE)
+        _within(where, "max_depth", self.max_depth, 1, MAX_RULE_DEPTH)
+        _within(where, "template_share", self.template_share, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -99,7 +114,7 @@ class FitSection:
     max_iter: int = 20
 
     def check(self, where):
-        _positive(where, "max_iter", self.max_iter)
+        _within(where, "max_iter", self.max_iter, 1, 100_000)
 
 
 @dataclass(frozen=True)
@@ -113,11 +128,9 @@ class EvaluationSection:
     def check(self, where):
         if self.backend not in ("serial", "process", "dask"):
             raise ConfigError(f"{where}.backend: must be serial, process or dask, got {self.backend!r}")
-        if self.workers < 0:
-            raise ConfigError(f"{where}.workers: must be >= 0, got {self.workers}")
-        _positive(where, "chunk", self.chunk)
-        if self.retries < 0:
-            raise ConfigError(f"{where}.retries: must be >= 0, got {self.retries}")
+        _within(where, "workers", self.workers, 0, MAX_WORKERS)
+        _within(where, "chunk", self.chunk, 1, MAX_COUNT)
+        _within(where, "retries", self.retries, 0, 1_000)
 
     @property
     def n_workers(self) -> int:
@@ -138,8 +151,8 @@ class RerunSection:
     finalists: int = 3
 
     def check(self, where):
-        if self.seeds < 0 or self.finalists < 0:
-            raise ConfigError(f"{where}: seeds and finalists must be >= 0")
+        _within(where, "seeds", self.seeds, 0, 1_000)
+        _within(where, "finalists", self.finalists, 0, 1_000)
 
 
 @dataclass(frozen=True)
@@ -153,12 +166,10 @@ class SweepSection:
     expand_rounds: int = 1
 
     def check(self, where):
-        _positive(where, "max_signal", self.max_signal)
-        if self.max_damping < 0:
-            raise ConfigError(f"{where}.max_damping: must be >= 0, got {self.max_damping}")
-        _positive(where, "expand_top", self.expand_top)
-        if self.expand_rounds < 0:
-            raise ConfigError(f"{where}.expand_rounds: must be >= 0, got {self.expand_rounds}")
+        _within(where, "max_signal", self.max_signal, 1, 10)
+        _within(where, "max_damping", self.max_damping, 0, 10)
+        _within(where, "expand_top", self.expand_top, 1, MAX_COUNT)
+        _within(where, "expand_rounds", self.expand_rounds, 0, 1_000)
 
 
 SECTIONS = {
@@ -191,8 +202,15 @@ class RunConfig:
         return {name: dataclasses.asdict(getattr(self, name)) for name in SECTIONS}
 
     def replace(self, section: str, **changes) -> "RunConfig":
-        new = dataclasses.replace(getattr(self, section), **changes)
-        new.check(f"{self.source}: [{section}]")
+        where = f"{self.source}: [{section}]"
+        old = getattr(self, section)
+        known = {f.name for f in fields(old)}
+        for k in changes:
+            if k not in known:
+                raise ConfigError(f"{where}: unknown key {k!r}{_did_you_mean(k, known)}")
+        changes = {k: _coerce(where, k, v, getattr(old, k)) for k, v in changes.items()}
+        new = dataclasses.replace(old, **changes)
+        new.check(where)
         return dataclasses.replace(self, **{section: new})
 
     @property
@@ -205,31 +223,60 @@ def _positive(where, key, value, allow_zero=False):
         raise ConfigError(f"{where}.{key}: must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
 
+def _within(where, key, value, lo, hi):
+    """lo <= value <= hi (types are checked by _coerce; floats there are finite)."""
+    if not lo <= value <= hi:
+        span = f"[{lo:,}, {hi:,}]" if isinstance(lo, int) else f"[{lo:g}, {hi:g}]"
+        raise ConfigError(f"{where}.{key}: must be in {span}, got {_short(value)}")
+
+
+def _strings(where, key, values):
+    for i, v in enumerate(values):
+        if not isinstance(v, str):
+            raise ConfigError(f"{where}.{key}[{i}]: must be a string, got {_short(v)}")
+
+
+def _short(value, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _did_you_mean(word, known) -> str:
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _coerce(where: str, key: str, value: Any, default: Any):
     kind = type(default)
     if kind is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}.{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be true or false, got {_short(value)}")
         return value
     if kind is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}.{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be an integer, got {_short(value)}")
         return value
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}.{key}: must be a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{where}.{key}: must be a number, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:  # an int beyond float range
+            value = math.inf
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}.{key}: must be a finite number, got {value}")
+        return value
     if kind is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}.{key}: must be a string, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be a string, got {_short(value)}")
         return value
     if kind is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}.{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be a list, got {_short(value)}")
         return list(value)
     if kind is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}.{key}: must be a table, got {value!r}")
+            raise ConfigError(f"{where}.{key}: must be a table, got {_short(value)}")
         return dict(value)
     return value
 
@@ -239,7 +286,8 @@ def from_dict(data: Mapping, source: str = "<dict>") -> RunConfig:
         raise ConfigError(f"{source}: a config must be a table of sections")
     unknown = [k for k in data if k not in SECTIONS]
     if unknown:
-        raise ConfigError(f"{source}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})")
+        raise ConfigError(f"{source}: unknown section [{unknown[0]}] (known: {', '.join(SECTIONS)})"
+                          f"{_did_you_mean(unknown[0], SECTIONS)}")
     built = {}
     for name, cls in SECTIONS.items():
         where = f"{source}: [{name}]"
@@ -250,7 +298,8 @@ def from_dict(data: Mapping, source: str = "<dict>") -> RunConfig:
         known = {f.name for f in fields(cls)}
         for k in raw:
             if k not in known:
-                raise ConfigError(f"{where}: unknown key {k!r} (known: {', '.join(sorted(known))})")
+                raise ConfigError(f"{where}: unknown key {_short(k)} (known: {', '.join(sorted(known))})"
+                                  f"{_did_you_mean(k, known)}")
         values = {k: _coerce(where, k, v, getattr(defaults, k)) for k, v in raw.items()}
         section = cls(**values)
         section.check(where)
@@ -265,6 +314,10 @@ def load(path: str | os.PathLike) -> RunConfig:
             data = tomllib.load(fh)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:  # tomllib decodes the whole file first
+        raise ConfigError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return from_dict(data, source=path)

@@ -105,7 +105,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .base import PARTS, Batch, Scorer, fingerprint_of
+from .base import PARTS, Batch, Scorer, Setting, check_settings, fingerprint_of
 
 FEATURES: tuple[str, ...] = (
     "q_overlap", "q_new", "focus", "focus_latest", "latest_mention", "hop_link", "chain_link",
@@ -118,6 +118,9 @@ FILES = {
     3: ("qa3_three-supporting-facts_train.txt", "qa3_three-supporting-facts_test.txt"),
 }
 CHAIN_ORDERS = ("file", "reverse", "chronological")
+# `[task.settings]` of babi-2 and babi-3 (the task number comes from the task's name)
+SETTINGS = {"valid_fraction": Setting(float, 0.0, 1.0, open=True),
+            "chain_order": Setting(str, choices=CHAIN_ORDERS), "data_dir": Setting(str)}
 
 
 # ============================================================================ loading
@@ -239,7 +242,16 @@ def load_babi(task: int, split: str, data_dir=None) -> list[Story]:
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
     data, source = _data_bytes(FILES[task][split == "test"], data_dir)
-    return parse_babi(data.decode("utf-8"), source)
+    return parse_babi(_text(data, source), source)
+
+
+def _text(data: bytes, source: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise BabiFormatError(source, line, data.splitlines()[line - 1].decode("utf-8", "replace"),
+                              "not UTF-8 text") from None
 
 
 # ============================================================================ text analysis
@@ -468,10 +480,7 @@ class BabiTask:
         task = int(task)
         if task not in FILES:
             raise ValueError(f"bAbI task must be one of {sorted(FILES)}, not {task!r}")
-        if not 0.0 < float(valid_fraction) < 1.0:
-            raise ValueError(f"valid_fraction must be in (0, 1), not {valid_fraction!r}")
-        if chain_order not in CHAIN_ORDERS:
-            raise ValueError(f"chain_order must be one of {CHAIN_ORDERS}, not {chain_order!r}")
+        check_settings({"valid_fraction": valid_fraction, "chain_order": chain_order}, SETTINGS)
         self.task = task
         self.k = task  # task 2: two supporting facts, task 3: three
         self.name = f"babi-{task}"
@@ -482,8 +491,8 @@ class BabiTask:
         train_bytes, train_src = _data_bytes(FILES[task][0], data_dir)
         test_bytes, test_src = _data_bytes(FILES[task][1], data_dir)
         self.fingerprint = fingerprint_of(self.name, self.settings, train_bytes, test_bytes)
-        train = parse_babi(train_bytes.decode("utf-8"), train_src)
-        test = parse_babi(test_bytes.decode("utf-8"), test_src)
+        train = parse_babi(_text(train_bytes, train_src), train_src)
+        test = parse_babi(_text(test_bytes, test_src), test_src)
         for stories in (train, test):
             for st in stories:
                 for q in st.questions:

@@ -8,8 +8,11 @@ calls `score("valid", scorer)` for fitness. Multi-hop tasks return teacher-force
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
@@ -76,3 +79,76 @@ def top1_accuracy(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> floa
     target_at_max = np.add.reduceat((at_max & (y > 0.5)).astype(np.int64), starts)
     hits = (n_at_max == 1) & (target_at_max == 1) & np.isfinite(gmax)
     return float(hits.sum()) / len(starts)
+
+
+# --------------------------------------------------------------------------- settings
+
+class SettingsError(ValueError):
+    """A bad task setting. `key` is the setting's name; the message starts with it."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        self.reason = message
+        super().__init__(f"{key}: {message}")
+
+
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One task setting's type and range (bounds inclusive unless `open`), or its choices."""
+
+    kind: type  # int, float, str or bool
+    lo: float | None = None
+    hi: float | None = None
+    open: bool = False  # lo < value < hi instead of lo <= value <= hi
+    choices: tuple = ()
+
+    def check(self, key: str, value) -> None:
+        kinds = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
+        # numbers.* so that NumPy scalars pass; a bool is never taken for a number
+        ok = {int: numbers.Integral, float: numbers.Real}.get(self.kind, self.kind)
+        if not isinstance(value, ok) or (self.kind is not bool and isinstance(value, bool)):
+            raise SettingsError(key, f"must be {kinds[self.kind]}, got {_short(value)}")
+        if self.kind is float and not math.isfinite(value):
+            raise SettingsError(key, f"must be a finite number, got {value}")
+        if self.choices and value not in self.choices:
+            raise SettingsError(key, f"must be one of {', '.join(map(repr, self.choices))}, got "
+                                f"{_short(value)}{did_you_mean(value, self.choices)}")
+        if self.kind in (int, float) and not self._in_range(value):
+            raise SettingsError(key, f"must be {self.range_text()}, got {value}")
+
+    def _in_range(self, v) -> bool:
+        lo, hi = self.lo, self.hi
+        if self.open:
+            return (lo is None or v > lo) and (hi is None or v < hi)
+        return (lo is None or v >= lo) and (hi is None or v <= hi)
+
+    def range_text(self) -> str:
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            return f"in ({lo}, {hi})" if self.open else f"in [{lo}, {hi}]"
+        if lo is not None:
+            return f"{'>' if self.open else '>='} {lo}"
+        return f"{'<' if self.open else '<='} {hi}" if hi is not None else "a number"
+
+
+def check_settings(settings: Mapping, schema: Mapping[str, Setting]) -> None:
+    """Every key known to `schema` and every value of its type and range, else SettingsError."""
+    for key, value in settings.items():
+        if key not in schema:
+            raise SettingsError(str(key), f"unknown setting (known: {', '.join(schema) or 'none'})"
+                                f"{did_you_mean(key, schema)}")
+        schema[key].check(key, value)
+
+
+def did_you_mean(word, known) -> str:
+    """'; did you mean 'x'?' for the closest of `known`, or '' when nothing is close."""
+    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _short(value, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

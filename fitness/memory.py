@@ -42,7 +42,7 @@ from typing import Sequence
 import numpy as np
 
 from . import tinystories
-from .base import Batch, Scorer, fingerprint_of
+from .base import Batch, Scorer, Setting, check_settings, fingerprint_of
 from .memory_text import TEXT_FEATURES
 
 MODEL_FEATURES = ("attn_recent", "attn_last", "attn_received", "surprisal", "hidden_sim", "hidden_last",
@@ -50,6 +50,13 @@ MODEL_FEATURES = ("attn_recent", "attn_last", "attn_received", "surprisal", "hid
 FEATURE_SETS = {"all": TEXT_FEATURES + MODEL_FEATURES, "text": TEXT_FEATURES, "model": MODEL_FEATURES}
 PARTS = ("train", "valid", "test")
 CACHE_VERSION = 2
+# `[task.settings]` (checked before a run starts and by the task)
+SETTINGS = {"model": Setting(str), "data": Setting(str), "label_horizon": Setting(int, 1, 100),
+            "label_temperature": Setting(float, 0.0, None, open=True),
+            "targets_per_story": Setting(int, 1, 1_000), "train_targets_per_story": Setting(int, 1, 1_000),
+            "max_stories": Setting(int, 0, 1_000_000_000), "cache_dir": Setting(str),
+            "threads": Setting(int, 0, 4_096), "features": Setting(str, choices=tuple(FEATURE_SETS)),
+            "device": Setting(str)}
 
 
 def shipped_model() -> Path:
@@ -108,11 +115,13 @@ class MemoryTask:
                  label_temperature: float = 0.1, targets_per_story: int = 3,
                  train_targets_per_story: int = 6, max_stories: int = 0, cache_dir: str = "",
                  threads: int = 0, features: str = "all", device: str = "cpu", _parts=None, _meta=None):
-        if features not in FEATURE_SETS:
-            raise ValueError(f"task tinystories-memory: features = {features!r}: use one of {sorted(FEATURE_SETS)}")
-        if label_horizon < 1 or label_temperature <= 0 or targets_per_story < 1 or train_targets_per_story < 1:
-            raise ValueError("task tinystories-memory: label_horizon, targets_per_story and "
-                             "train_targets_per_story must be >= 1 and label_temperature > 0")
+        model, data, cache_dir = (os.fspath(p) if isinstance(p, os.PathLike) else p
+                                  for p in (model, data, cache_dir))
+        check_settings(dict(model=model, data=data, label_horizon=label_horizon,
+                            label_temperature=label_temperature, targets_per_story=targets_per_story,
+                            train_targets_per_story=train_targets_per_story, max_stories=max_stories,
+                            cache_dir=cache_dir, threads=threads, features=features, device=device),
+                       SETTINGS)
         self.settings = {"label_horizon": label_horizon, "label_temperature": label_temperature,
                          "targets_per_story": targets_per_story,
                          "train_targets_per_story": train_targets_per_story,

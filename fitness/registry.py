@@ -5,7 +5,7 @@ Factories import their module lazily, so listing tasks or building one does not 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 
 def _synthetic(variant: str) -> Callable[..., Any]:
@@ -18,10 +18,21 @@ def _synthetic(variant: str) -> Callable[..., Any]:
 
 
 TASKS: dict[str, tuple[Callable[..., Any], str]] = {}
+# name -> settings check: raises fitness.base.SettingsError, builds nothing, reads no data
+_CHECKS: dict[str, Callable[[Mapping], None]] = {}
 
 
-def register(name: str, factory: Callable[..., Any], description: str) -> None:
+def register(name: str, factory: Callable[..., Any], description: str,
+             check: Callable[[Mapping], None] | None = None) -> None:
     TASKS[name] = (factory, description)
+    if check is not None:
+        _CHECKS[name] = check
+
+
+def _synthetic_check(settings: Mapping) -> None:
+    from .synthetic import check_task_settings
+
+    check_task_settings(settings)
 
 
 def _register_synthetic() -> None:
@@ -29,7 +40,7 @@ def _register_synthetic() -> None:
 
     for name, spec in VARIANTS.items():
         doc = getattr(spec, "description", "") or "synthetic and-match variant"
-        register(name, _synthetic(name), doc)
+        register(name, _synthetic(name), doc, _synthetic_check)
 
 
 _register_synthetic()
@@ -44,20 +55,37 @@ def _babi(task: int) -> Callable[..., Any]:
     return factory
 
 
+def _babi_check(settings: Mapping) -> None:
+    from .babi import SETTINGS
+    from .base import check_settings
+
+    check_settings(settings, SETTINGS)
+
+
 register("babi-2", _babi(2), "bAbI task 2 (two supporting facts): 2-hop supporting-fact "
-         "retrieval from stories; metric support_recall")
+         "retrieval from stories; metric support_recall", _babi_check)
 register("babi-3", _babi(3), "bAbI task 3 (three supporting facts): 3-hop supporting-fact "
-         "retrieval from stories; metric support_recall")
+         "retrieval from stories; metric support_recall", _babi_check)
 
 
 def task_names() -> tuple[str, ...]:
     return tuple(TASKS)
 
 
+def check_task_settings(name: str, settings: Mapping) -> None:
+    """KeyError for an unknown task; SettingsError (naming the setting) for an unknown,
+    mistyped or out-of-range setting. Cheap: builds nothing and reads no data."""
+    if name not in TASKS:
+        from .base import did_you_mean
+
+        raise KeyError(f"unknown task {name!r} (known: {', '.join(TASKS)}){did_you_mean(name, TASKS)}")
+    if name in _CHECKS:
+        _CHECKS[name](settings)
+
+
 def get_task(name: str, **settings):
     """Build the task `name` with its settings; unknown names and settings are clear errors."""
-    if name not in TASKS:
-        raise KeyError(f"unknown task {name!r} (known: {', '.join(TASKS)})")
+    check_task_settings(name, settings)
     factory, _ = TASKS[name]
     try:
         return factory(**settings)
@@ -71,8 +99,15 @@ def _regression(**settings):
     return RegressionTask(**settings)
 
 
+def _regression_check(settings: Mapping) -> None:
+    from .regression import check_task_settings
+
+    check_task_settings(settings)
+
+
 register("regression", _regression,
-         "symbolic regression on a CSV file (settings: path, target); squared loss, R^2 metric")
+         "symbolic regression on a CSV file (settings: path, target); squared loss, R^2 metric",
+         _regression_check)
 
 
 def _memory(**settings):
@@ -81,6 +116,14 @@ def _memory(**settings):
     return MemoryTask(**settings)
 
 
+def _memory_check(settings: Mapping) -> None:
+    from .base import check_settings
+    from .memory import SETTINGS
+
+    check_settings(settings, SETTINGS)
+
+
 register("tinystories-memory", _memory,
          "stage 3: memory selection for a small GPT on TinyStories (needs the lm extra); rules score "
-         "sentence chunks, fitness = LM utility of the top chunk; finalists scored with real LM losses")
+         "sentence chunks, fitness = LM utility of the top chunk; finalists scored with real LM losses",
+         _memory_check)

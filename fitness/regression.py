@@ -10,6 +10,7 @@ digits, `_`). A malformed file is an error naming the file and line.
 from __future__ import annotations
 
 import csv
+import io
 import math
 import os
 import re
@@ -17,13 +18,32 @@ from importlib import resources
 
 import numpy as np
 
-from .base import PARTS, Batch, Scorer, fingerprint_of
+from .base import (MAX_SEED, PARTS, Batch, Scorer, Setting, SettingsError, check_settings,
+                   did_you_mean, fingerprint_of)
 
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 class CSVFormatError(ValueError):
     pass
+
+
+MIN_ROWS = 10
+MAX_FIELD = 1_000  # characters in one cell: a number never needs more
+
+SETTINGS = {"path": Setting(str), "target": Setting(str), "seed": Setting(int, 0, MAX_SEED),
+            "valid_fraction": Setting(float, 0.0, 1.0, open=True),
+            "test_fraction": Setting(float, 0.0, 1.0, open=True)}
+
+
+def check_task_settings(settings) -> None:
+    """SettingsError for an unknown, mistyped or out-of-range setting."""
+    check_settings(settings, SETTINGS)
+    if not settings.get("path", "x"):
+        raise SettingsError("path", "must name a CSV file")
+    if settings.get("valid_fraction", 0.2) + settings.get("test_fraction", 0.2) >= 1:
+        key = "test_fraction" if "test_fraction" in settings else "valid_fraction"
+        raise SettingsError(key, "valid_fraction + test_fraction must be below 1 (rows are left to train on)")
 
 
 def _resolve(path: str) -> str:
@@ -35,9 +55,30 @@ def _resolve(path: str) -> str:
     raise FileNotFoundError(f"regression data {path!r}: no such file (nor shipped in fitness/data)")
 
 
+def _read_rows(path: str) -> list[list[str]]:
+    with open(path, "rb") as fh:
+        raw = fh.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CSVFormatError(f"{path}:{line}: not UTF-8 text (byte {exc.start}: "
+                             f"{raw[exc.start:exc.start + 1]!r})") from None
+    reader = csv.reader(io.StringIO(text, newline=""))
+    rows = []
+    try:
+        for row in reader:
+            if any(len(c) > MAX_FIELD for c in row):
+                raise CSVFormatError(f"{path}:{reader.line_num}: a cell of over {MAX_FIELD} characters")
+            rows.append(row)
+    except csv.Error as exc:  # NUL bytes, an unclosed quote
+        raise CSVFormatError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
+    return rows
+
+
 def load_csv(path: str) -> tuple[list[str], np.ndarray]:
-    with open(path, newline="", encoding="utf-8") as fh:
-        rows = list(csv.reader(fh))
+    """Header and float64 data of a numeric CSV; CSVFormatError naming file, line and column."""
+    rows = _read_rows(path)
     if not rows:
         raise CSVFormatError(f"{path}:1: empty file (expected a header line)")
     header = [h.strip() for h in rows[0]]
@@ -53,25 +94,25 @@ def load_csv(path: str) -> tuple[list[str], np.ndarray]:
             continue
         if len(row) != len(header):
             raise CSVFormatError(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
-        try:
-            vals = [float(c) for c in row]
-        except ValueError:
-            bad = next(c for c in row if not _is_float(c))
-            raise CSVFormatError(f"{path}:{n}: {bad!r} is not a number") from None
-        if not all(math.isfinite(v) for v in vals):
-            raise CSVFormatError(f"{path}:{n}: values must be finite")
+        vals = []
+        for name, c in zip(header, row):
+            v = _float(c)
+            if v is None:
+                raise CSVFormatError(f"{path}:{n}: {c[:40]!r} is not a number (column {name})")
+            if not math.isfinite(v):
+                raise CSVFormatError(f"{path}:{n}: values must be finite, {c.strip()} is not (column {name})")
+            vals.append(v)
         data.append(vals)
-    if len(data) < 10:
-        raise CSVFormatError(f"{path}: needs at least 10 data rows, has {len(data)}")
+    if len(data) < MIN_ROWS:
+        raise CSVFormatError(f"{path}: needs at least {MIN_ROWS} data rows, has {len(data)}")
     return header, np.asarray(data, dtype=np.float64)
 
 
-def _is_float(c: str) -> bool:
+def _float(c: str) -> float | None:
     try:
-        float(c)
-        return True
+        return float(c)
     except ValueError:
-        return False
+        return None
 
 
 def r2(y: np.ndarray, pred: np.ndarray) -> float:
@@ -82,18 +123,35 @@ def r2(y: np.ndarray, pred: np.ndarray) -> float:
     return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
 
 
+def _check_target(path: str, target: str, y: np.ndarray, batches: dict) -> None:
+    """R^2 needs a target that varies on every split (and rows left to fit on)."""
+    if np.ptp(y) == 0:
+        raise CSVFormatError(f"{path}: target column {target!r} is constant ({y[0]:g} on every row): "
+                             "nothing to predict (R^2 is undefined)")
+    for part, b in batches.items():
+        if b.n_rows < 2:
+            raise CSVFormatError(f"{path}: {b.n_rows} {part} rows of {len(y)}: too few rows for these "
+                                 "valid_fraction/test_fraction (need 2 per split)")
+        if np.ptp(b.y) == 0:
+            raise CSVFormatError(f"{path}: target column {target!r} is constant on the {b.n_rows} "
+                                 f"{part} rows (R^2 is undefined there): more rows or another seed")
+
+
 class RegressionTask:
     loss = "squared"
     metric_name = "r2"
 
     def __init__(self, path: str = "example_regression.csv", target: str = "y", seed: int = 0,
                  valid_fraction: float = 0.2, test_fraction: float = 0.2):
-        if not (0 < valid_fraction < 1 and 0 < test_fraction < 1 and valid_fraction + test_fraction < 1):
-            raise ValueError("valid_fraction and test_fraction must be in (0, 1) and sum below 1")
+        check_task_settings(dict(path=path, target=target, seed=seed, valid_fraction=valid_fraction,
+                                 test_fraction=test_fraction))
         resolved = _resolve(path)
         header, data = load_csv(resolved)
         if target not in header:
-            raise ValueError(f"{resolved}: no target column {target!r} (columns: {', '.join(header)})")
+            raise ValueError(f"{resolved}: no target column {target!r} (columns: {', '.join(header)})"
+                             f"{did_you_mean(target, header)}")
+        if len(header) < 2:
+            raise CSVFormatError(f"{resolved}:1: needs a feature column besides the target {target!r}")
         self.name = "regression"
         self.features = tuple(h for h in header if h != target)
         n = data.shape[0]
@@ -108,6 +166,7 @@ class RegressionTask:
             rows = np.sort(idx[part])
             X = {h: np.ascontiguousarray(data[rows, j]) for j, h in enumerate(header) if j != t}
             self._batches[part] = Batch(X=X, y=np.ascontiguousarray(data[rows, t]), groups=None)
+        _check_target(resolved, target, data[:, t], self._batches)
         self.settings = {"path": os.path.basename(resolved), "target": target, "seed": seed,
                          "valid_fraction": valid_fraction, "test_fraction": test_fraction}
         self.fingerprint = fingerprint_of(self.name, self.settings, data)

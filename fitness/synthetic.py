@@ -85,7 +85,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .base import PARTS, Batch, Scorer, fingerprint_of, top1_accuracy
+from .base import (MAX_SEED, PARTS, Batch, Scorer, Setting, SettingsError, check_settings,
+                   fingerprint_of, top1_accuracy)
 
 __all__ = [
     "VARIANTS",
@@ -99,6 +100,22 @@ __all__ = [
 ]
 
 DEFAULT_SEED = 20240611
+MAX_ROWS = 10_000_000  # candidates per split (episodes x candidates): a few GB of features at most
+
+# `[task.settings]` of every and-match variant (checked before a run starts and by the task)
+SETTINGS = {"seed": Setting(int, 0, MAX_SEED), "n_train": Setting(int, 1, 1_000_000),
+            "n_valid": Setting(int, 1, 1_000_000), "n_test": Setting(int, 1, 1_000_000),
+            "candidates": Setting(int, 2, 1_000)}
+
+
+def check_task_settings(settings: Mapping) -> None:
+    """SettingsError for an unknown, mistyped or out-of-range setting, or splits too large."""
+    check_settings(settings, SETTINGS)
+    c = settings.get("candidates", 8)  # a split left at its default is far below the cap
+    for part in ("n_train", "n_valid", "n_test"):
+        n = settings.get(part, 1)
+        if n * c > MAX_ROWS:
+            raise SettingsError(part, f"{n} episodes x {c} candidates is over {MAX_ROWS:,} rows")
 
 
 @dataclass(frozen=True)
@@ -360,13 +377,8 @@ class SyntheticTask:
             raise KeyError(f"unknown and-match variant {variant!r} "
                            f"(known: {', '.join(VARIANTS)})")
         sizes = {"train": n_train, "valid": n_valid, "test": n_test}
-        for part, n in sizes.items():
-            if int(n) != n or n < 1:
-                raise ValueError(f"n_{part} must be a positive integer, got {n!r}")
-        if isinstance(seed, bool) or int(seed) != seed or seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
-        if int(candidates) != candidates or candidates < 2:
-            raise ValueError(f"candidates must be an integer >= 2, got {candidates!r}")
+        check_task_settings(dict(seed=seed, n_train=n_train, n_valid=n_valid, n_test=n_test,
+                                 candidates=candidates))
         self.spec = VARIANTS[variant]
         self.name = variant
         self.seed = int(seed)
