@@ -1,4 +1,10 @@
-"""Symbolic differentiation with respect to one weight.
+"""Symbolic gradients, built once for all weights by reverse accumulation over shared subterms.
+
+Every node of the rule gets one adjoint term (d rule / d node), the sum of what its parents
+pass down; a weight's gradient is its adjoint. Terms are hash-consed (one object per distinct
+subterm) and every adjoint is built from its parent's adjoint object, so the gradients form a
+DAG whose number of distinct nodes grows linearly with the rule, whatever the number of
+weights (written out as trees they can be much larger: walk them with `walk_unique`).
 
 Division is written in the term language as ``v' * exp(-log v)``: the rule already needs
 ``log v`` (so v > 0 wherever the rule is defined), and the compiler turns the pattern into a
@@ -8,10 +14,9 @@ reciprocal. The derivative of the stable softplus ``log(1 + exp z)`` is written
 
 from __future__ import annotations
 
-from functools import lru_cache
+import math
 
-from .simplify import _sort_commutative, simplify
-from .terms import MINUS_ONE, ONE, ZERO, Term, node, weights_in
+from .terms import MINUS_ONE, ONE, ZERO, Term, num, weights_in
 
 
 def is_softplus_arg(v: Term) -> Term | None:
@@ -25,58 +30,157 @@ def is_softplus_arg(v: Term) -> Term | None:
     return None
 
 
-def _neg(t: Term) -> Term:
-    return node("mul", MINUS_ONE, t)
+class _Builder:
+    """Hash-consing constructors with the local simplifications a gradient needs."""
+
+    def __init__(self):
+        self.table: dict[tuple, Term] = {}
+
+    def make(self, op: str, args: tuple[Term, ...] = (), value=None) -> Term:
+        key = (op, value, tuple(id(a) for a in args))  # children are already unique objects
+        t = self.table.get(key)
+        if t is None:
+            t = self.table[key] = Term(op, args, value)
+        return t
+
+    def intern(self, t: Term) -> Term:
+        """The unique object of each subterm of t (post-order, iterative)."""
+        done: dict[int, Term] = {}
+        stack = [(t, False)]
+        while stack:
+            n, ready = stack.pop()
+            if id(n) in done:
+                continue
+            if ready or not n.args:
+                done[id(n)] = self.make(n.op, tuple(done[id(a)] for a in n.args), n.value)
+            else:
+                stack.append((n, True))
+                stack.extend((a, False) for a in n.args)
+        return done[id(t)]
+
+    def mul(self, *factors: Term) -> Term:
+        c = 1.0
+        rest = []
+        for f in factors:
+            if f.op == "num":
+                c *= f.value
+            else:
+                rest.append(f)
+        if c == 0.0:
+            return ZERO_U
+        if not math.isfinite(c):  # left as it is: evaluates non-finite, the rule is invalid
+            return self.make("mul", factors)
+        if c == -1.0 and len(rest) == 1 and _is_neg(rest[0]):
+            return rest[0].args[1]  # -(-a) = a
+        if c != 1.0:
+            rest.insert(0, self.make("num", (), num(c).value))
+        if not rest:
+            return ONE_U
+        return rest[0] if len(rest) == 1 else self.make("mul", tuple(rest))
+
+    def add(self, terms: list[Term]) -> Term:
+        terms = [t for t in terms if t is not ZERO_U]
+        if not terms:
+            return ZERO_U
+        return terms[0] if len(terms) == 1 else self.make("add", tuple(terms))
+
+    def neg(self, t: Term) -> Term:
+        return self.mul(MINUS_ONE_U, t)
+
+    def recip(self, v: Term) -> Term:
+        """1 / v as exp(-log v) (compiled to a reciprocal)."""
+        return self.make("exp", (self.neg(self.make("log", (v,))),))
+
+    def sigmoid(self, z: Term, v: Term) -> Term:
+        """d softplus(z) / dz for v = 1 + exp z, as exp(z - log v) (compiled stably)."""
+        return self.make("exp", (self.make("add", (z, self.neg(self.make("log", (v,))))),))
 
 
-def _d_log(v: Term, dv: Term, wname: str) -> Term:
+# the shared constants, as the unique objects every builder starts from
+ZERO_U, ONE_U, MINUS_ONE_U = ZERO, ONE, MINUS_ONE
+
+
+def _new_builder() -> _Builder:
+    b = _Builder()
+    for c in (ZERO_U, ONE_U, MINUS_ONE_U):
+        b.table[(c.op, c.value, ())] = c
+    return b
+
+
+def _is_neg(t: Term) -> bool:
+    return t.op == "mul" and len(t.args) == 2 and t.args[0] is MINUS_ONE_U
+
+
+def _order(root: Term) -> list[Term]:
+    """Unique nodes, every node after all of its parents (reverse post-order)."""
+    post: list[Term] = []
+    seen: set[int] = set()
+    stack = [(root, False)]
+    while stack:
+        n, ready = stack.pop()
+        if ready:
+            post.append(n)
+        elif id(n) not in seen:
+            seen.add(id(n))
+            stack.append((n, True))
+            stack.extend((a, False) for a in reversed(n.args))
+    post.reverse()
+    return post
+
+
+def gradients(t: Term) -> dict[str, Term]:
+    """d t / d w for every weight w of t, in `weights_in` order, as terms sharing subterms."""
+    b = _new_builder()
+    root = b.intern(t)
+    order = _order(root)
+    has_w: dict[int, bool] = {}
+    for n in reversed(order):  # children first
+        has_w[id(n)] = n.op == "w" or any(has_w[id(a)] for a in n.args)
+    parts: dict[int, list[Term]] = {id(root): [ONE_U]}
+    adjoint: dict[int, Term] = {}
+
+    def give(child: Term, term: Term) -> None:
+        if has_w[id(child)] and term is not ZERO_U:
+            parts.setdefault(id(child), []).append(term)
+
+    for n in order:  # parents before children: each adjoint is complete when it is read
+        if not has_w[id(n)]:
+            continue
+        a = adjoint[id(n)] = b.add(parts.pop(id(n), []))
+        if a is ZERO_U or not n.args:
+            continue
+        op = n.op
+        if op == "add":
+            for c in n.args:
+                give(c, a)
+        elif op == "mul":
+            for i, c in enumerate(n.args):
+                if has_w[id(c)]:
+                    give(c, b.mul(a, *n.args[:i], *n.args[i + 1:]))
+        elif op == "exp":
+            give(n.args[0], b.mul(a, n))
+        elif op == "log":
+            _give_log(b, give, n.args[0], a)
+        elif op == "eml":
+            u, v = n.args
+            if has_w[id(u)]:
+                give(u, b.mul(a, b.make("exp", (u,))))
+            if has_w[id(v)]:
+                _give_log(b, give, v, b.neg(a))
+        else:
+            raise ValueError(f"cannot differentiate operator {op!r}")
+    return {w: adjoint.get(id(b.make("w", (), w[1:])), ZERO_U) for w in weights_in(root)}
+
+
+def _give_log(b: _Builder, give, v: Term, a: Term) -> None:
+    """Adjoint a of log(v) passed down: to z through the sigmoid when v = 1 + exp z."""
     z = is_softplus_arg(v)
     if z is not None:
-        dz = _diff(z, wname)
-        return node("mul", dz, node("exp", node("add", z, _neg(node("log", v)))))
-    return node("mul", dv, node("exp", _neg(node("log", v))))
-
-
-@lru_cache(maxsize=65536)
-def _contains(t: Term, wname: str) -> bool:
-    return wname in weights_in(t)
-
-
-def _diff(t: Term, wname: str) -> Term:
-    op = t.op
-    if op == "w":
-        return ONE if "w" + str(t.value) == wname else ZERO
-    if op in ("num", "x") or not _contains(t, wname):
-        return ZERO
-    if op == "add":
-        return node("add", *(_diff(a, wname) for a in t.args))
-    if op == "mul":
-        terms = []
-        for i, a in enumerate(t.args):
-            da = _diff(a, wname)
-            if da == ZERO:
-                continue
-            others = t.args[:i] + t.args[i + 1 :]
-            terms.append(node("mul", da, *others))
-        return node("add", *terms) if terms else ZERO
-    if op == "exp":
-        return node("mul", t, _diff(t.args[0], wname))
-    if op == "log":
-        return _d_log(t.args[0], _diff(t.args[0], wname), wname)
-    if op == "eml":
-        u, v = t.args
-        du = _diff(u, wname)
-        dv = _diff(v, wname)
-        parts = []
-        if du != ZERO:
-            parts.append(node("mul", node("exp", u), du))
-        if dv != ZERO:
-            parts.append(_neg(_d_log(v, dv, wname)))
-        return node("add", *parts) if parts else ZERO
-    raise ValueError(f"cannot differentiate operator {op!r}")
+        give(z, b.mul(a, b.sigmoid(z, v)))
+    else:
+        give(v, b.mul(a, b.recip(v)))
 
 
 def derivative(t: Term, wname: str) -> Term:
-    """d t / d wname, simplified (without weight folding) and with commutative children sorted."""
-    d = _diff(t, wname)
-    return _sort_commutative(simplify(d, fold_weights=False), named=True)
+    """d t / d wname (ZERO when t does not hold that weight)."""
+    return gradients(t).get(wname, ZERO)

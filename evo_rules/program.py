@@ -82,52 +82,94 @@ class _Builder:
         return slot
 
     def term(self, t: Term) -> int:
-        slot = self.by_id.get(id(t))
-        if slot is None:
-            slot = self.by_id[id(t)] = self._term(t)
-        return slot
+        """Slot of t. Iterative post-order over distinct objects, children left to right (the
+        slot order of the former recursive compiler): gradient terms share subterms (a DAG)
+        and can be deeper than any rule."""
+        half: dict[int, int] = {}  # eml node -> slot of its exp part, emitted before the log part
+        stack = [t]
+        while stack:
+            n = stack[-1]
+            if id(n) in self.by_id:
+                stack.pop()
+                continue
+            code, operands = _plan(n)
+            if code == K.SUB:  # eml: exp(u) is emitted before log(v)'s operand is compiled
+                (ce, u), (cl, v) = operands
+                if id(u) not in self.by_id:
+                    stack.append(u)
+                    continue
+                if id(n) not in half:
+                    half[id(n)] = self.emit(ce, self.by_id[id(u)])
+                if id(v) not in self.by_id:
+                    stack.append(v)
+                    continue
+                slot = self.emit(K.SUB, half.pop(id(n)), self.emit(cl, self.by_id[id(v)]))
+            else:
+                missing = [o for o in operands if id(o) not in self.by_id]
+                if missing:
+                    stack.extend(reversed(missing))
+                    continue
+                slot = self._emit_plan(n, code, operands)
+            stack.pop()
+            self.by_id[id(n)] = slot
+        return self.by_id[id(t)]
 
-    def _term(self, t: Term) -> int:
-        op = t.op
-        if op == "num":
+    def _emit_plan(self, t: Term, code: int, operands: tuple[Term, ...]) -> int:
+        if code == K.CONST:
             return self.emit(K.CONST, c=float(t.value))
-        if op == "w":
+        if code == K.WEIGHT:
             return self.emit(K.WEIGHT, a=self.param_index["w" + str(t.value)])
-        if op == "x":
+        if code == K.FEAT:
             return self.emit(K.FEAT, a=self.feature_index[str(t.value)])
-        if op in ("add", "mul"):
-            args = t.args
-            if op == "mul" and len(args) == 2 and MINUS_ONE in args:
-                other = args[1] if args[0] == MINUS_ONE else args[0]
-                return self.emit(K.NEG, self.term(other))
+        if code in (K.ADD, K.MUL):
             # commutative: order operand slots so (a, b) and (b, a) share a slot
-            slots = sorted(self.term(a) for a in args)
-            code = K.ADD if op == "add" else K.MUL
+            slots = sorted(self.by_id[id(o)] for o in operands)
             acc = slots[0]
             for s in slots[1:]:
                 acc = self.emit(code, min(acc, s), max(acc, s))
             return acc
-        if op == "log":
-            z = is_softplus_arg(t.args[0])
-            if z is not None:
-                return self.emit(K.SOFTPLUS, self.term(z))
-            return self.emit(K.LOG, self.term(t.args[0]))
-        if op == "exp":
-            u = t.args[0]
-            sig = _sigmoid_arg(u)
-            if sig is not None:
-                return self.emit(K.SIGMOID, self.term(sig))
-            if u.op == "mul" and len(u.args) == 2 and MINUS_ONE in u.args:
-                inner = u.args[1] if u.args[0] == MINUS_ONE else u.args[0]
-                if inner.op == "log" and is_softplus_arg(inner.args[0]) is None:
-                    return self.emit(K.RECIP, self.term(inner.args[0]))
-            return self.emit(K.EXP, self.term(u))
-        if op == "eml":
-            # fresh temporaries: compiled without the by-id memo (their ids may be reused)
-            e = self._term(Term("exp", (t.args[0],)))
-            lg = self._term(Term("log", (t.args[1],)))
-            return self.emit(K.SUB, e, lg)
-        raise ValueError(f"cannot compile operator {op!r}")
+        return self.emit(code, self.by_id[id(operands[0])])
+
+
+def _plan(t: Term):
+    """(opcode, operand terms) for t, the special patterns recognised."""
+    op = t.op
+    if op == "num":
+        return K.CONST, ()
+    if op == "w":
+        return K.WEIGHT, ()
+    if op == "x":
+        return K.FEAT, ()
+    if op in ("add", "mul"):
+        args = t.args
+        if op == "mul" and len(args) == 2 and MINUS_ONE in args:
+            return K.NEG, (args[1] if args[0] == MINUS_ONE else args[0],)
+        return (K.ADD if op == "add" else K.MUL), args
+    if op == "log":
+        return _log_plan(t.args[0])
+    if op == "exp":
+        return _exp_plan(t.args[0])
+    if op == "eml":
+        ce, (e,) = _exp_plan(t.args[0])
+        cl, (lg,) = _log_plan(t.args[1])
+        return K.SUB, ((ce, e), (cl, lg))
+    raise ValueError(f"cannot compile operator {op!r}")
+
+
+def _log_plan(v: Term):
+    z = is_softplus_arg(v)
+    return (K.SOFTPLUS, (z,)) if z is not None else (K.LOG, (v,))
+
+
+def _exp_plan(u: Term):
+    sig = _sigmoid_arg(u)
+    if sig is not None:
+        return K.SIGMOID, (sig,)
+    if u.op == "mul" and len(u.args) == 2 and MINUS_ONE in u.args:
+        inner = u.args[1] if u.args[0] == MINUS_ONE else u.args[0]
+        if inner.op == "log" and is_softplus_arg(inner.args[0]) is None:
+            return K.RECIP, (inner.args[0],)
+    return K.EXP, (u,)
 
 
 def _sigmoid_arg(u: Term) -> Term | None:

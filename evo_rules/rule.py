@@ -8,11 +8,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .derivative import derivative
+from .derivative import gradients
 from .kernels import run_program
-from .parse import parse_term
+from .parse import check_folded, check_sums, read
 from .program import Program, compile_terms
-from .simplify import canonical
+from .simplify import _fold_numbers, canonical
 from .terms import Term, features_in, size, weights_in
 
 
@@ -79,7 +79,9 @@ class Rule:
 
     @cached_property
     def gradients(self) -> dict[str, Term]:
-        return {p: derivative(self.term, p) for p in self.params}
+        """d rule / d w for each weight, in `params` order. The terms share subterms (one object
+        per distinct subterm): their DAG size grows linearly with the rule."""
+        return gradients(self.term)
 
     @cached_property
     def program(self) -> Program:
@@ -165,5 +167,11 @@ def feature_matrix(features: Sequence[str], X, names: Sequence[str] | None = Non
 
 
 def parse(text: str) -> Rule:
-    """Parse rule text into its canonical `Rule`. Raises `ParseError` on malformed text."""
-    return Rule(parse_term(text))
+    """Parse rule text into its canonical `Rule`. Raises `ParseError` on malformed text, on
+    text over the size limits (terms.MAX_DEPTH, MAX_SIZE, MAX_TEXT), and on a sum or product
+    of constants that overflows the float range (it could not be folded)."""
+    term, positions = read(text)
+    check_sums(term, text, positions, _fold_numbers)
+    rule = Rule(term)
+    check_folded(rule.term, text)
+    return rule

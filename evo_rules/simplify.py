@@ -16,8 +16,12 @@ _MAX_PASSES = 8
 
 
 def _fold_numbers(op: str, values: list[float]) -> float:
+    """Exact sum / ordered product; inf when it overflows (the caller then leaves it unfolded)."""
     if op == "add":
-        return math.fsum(values)
+        try:
+            return math.fsum(values)
+        except OverflowError:  # "intermediate overflow": not representable either way
+            return math.inf
     p = 1.0
     for v in sorted(values):  # a fixed order: the product does not depend on argument order
         p *= v
@@ -82,7 +86,8 @@ def _simplify_nary(op: str, args: list[Term], fold_weights: bool) -> Term:
         pure = [a for a in flat if a.op != "num" and is_pure_weight(a)]
     else:
         pure = []
-    rest = [a for a in flat if a.op != "num" and not (pure and a in pure)]
+    pure_ids = {id(a) for a in pure}  # identity, not equality: linear in the number of children
+    rest = [a for a in flat if a.op != "num" and id(a) not in pure_ids]
     children = list(rest)
     if pure:
         # numbers and pure-weight parts merge into one weight (a bare weight keeps its name)

@@ -18,6 +18,14 @@ OPERATORS = NARY + UNARY + BINARY
 LEAVES = ("num", "w", "x")
 ARITY = {"exp": 1, "log": 1, "eml": 2}
 
+# Largest rule the parser accepts (README "Canonical form"). Every recursive pass over a rule
+# (simplify, canonical form, printing, infix) uses at most ~3 Python frames per level, so 64
+# levels stay far inside the default recursion limit of 1000; the size bound keeps the
+# quadratic corners of simplification well under a millisecond-scale budget per rule.
+MAX_DEPTH = 64  # levels, a leaf being 1 (see `depth`)
+MAX_SIZE = 2000  # nodes
+MAX_TEXT = 100_000  # characters of rule text
+
 
 @dataclass(frozen=True, slots=True)
 class Term:
@@ -75,25 +83,26 @@ def format_number(v: float) -> str:
 
 
 def to_text(t: Term) -> str:
-    parts: list[str] = []
-    _write(t, parts)
-    return "".join(parts)
-
-
-def _write(t: Term, out: list[str]) -> None:
-    op = t.op
-    if op == "num":
-        out.append(format_number(t.value))
-    elif op == "w":
-        out.append("w" + str(t.value))
-    elif op == "x":
-        out.append("x." + str(t.value))
-    else:
-        out.append("(" + op)
-        for a in t.args:
-            out.append(" ")
-            _write(a, out)
-        out.append(")")
+    # iterative: gradient terms can be deeper than any rule
+    out: list[str] = []
+    stack: list[Term | str] = [t]
+    while stack:
+        n = stack.pop()
+        if isinstance(n, str):
+            out.append(n)
+        elif n.op == "num":
+            out.append(format_number(n.value))
+        elif n.op == "w":
+            out.append("w" + str(n.value))
+        elif n.op == "x":
+            out.append("x." + str(n.value))
+        else:
+            out.append("(" + n.op)
+            stack.append(")")
+            for a in reversed(n.args):
+                stack.append(a)
+                stack.append(" ")
+    return "".join(out)
 
 
 def walk(t: Term) -> Iterator[Term]:
@@ -105,37 +114,66 @@ def walk(t: Term) -> Iterator[Term]:
         stack.extend(reversed(n.args))
 
 
+def walk_unique(t: Term) -> Iterator[Term]:
+    """Pre-order traversal that visits a shared subterm object once: linear in the size of a
+    term built as a DAG (gradients share subterms), where `walk` follows every path."""
+    seen: set[int] = set()
+    stack = [t]
+    while stack:
+        n = stack.pop()
+        if id(n) in seen:
+            continue
+        seen.add(id(n))
+        yield n
+        stack.extend(reversed(n.args))
+
+
 def size(t: Term) -> int:
+    """Number of nodes of the tree (a shared subterm counts once per occurrence)."""
     return sum(1 for _ in walk(t))
 
 
+def dag_size(t: Term) -> int:
+    """Number of distinct node objects: the size of a term built with shared subterms."""
+    return sum(1 for _ in walk_unique(t))
+
+
 def depth(t: Term) -> int:
-    if not t.args:
-        return 1
-    return 1 + max(depth(a) for a in t.args)
+    """Levels of the tree, a leaf being 1."""
+    best = 0
+    levels: dict[int, int] = {}  # id -> level already seen (a shared node need not be re-entered)
+    stack = [(t, 1)]
+    while stack:
+        n, d = stack.pop()
+        if levels.get(id(n), 0) >= d:
+            continue
+        levels[id(n)] = d
+        best = max(best, d)
+        stack.extend((a, d + 1) for a in n.args)
+    return best
 
 
 def weights_in(t: Term) -> tuple[str, ...]:
     """Weight names in first-occurrence pre-order."""
     seen: dict[str, None] = {}
-    for n in walk(t):
+    for n in walk_unique(t):  # a repeated subterm holds no weight not seen on its first visit
         if n.op == "w":
             seen.setdefault("w" + str(n.value), None)
     return tuple(seen)
 
 
 def features_in(t: Term) -> tuple[str, ...]:
-    return tuple(sorted({str(n.value) for n in walk(t) if n.op == "x"}))
+    return tuple(sorted({str(n.value) for n in walk_unique(t) if n.op == "x"}))
 
 
 def has_weight(t: Term) -> bool:
-    return any(n.op == "w" for n in walk(t))
+    return any(n.op == "w" for n in walk_unique(t))
 
 
 def is_pure_weight(t: Term) -> bool:
     """True when the term holds only weights and numbers, and at least one weight."""
     saw_weight = False
-    for n in walk(t):
+    for n in walk_unique(t):
         if n.op == "x":
             return False
         if n.op == "w":
@@ -146,13 +184,11 @@ def is_pure_weight(t: Term) -> bool:
 def subterm_positions(t: Term) -> list[tuple[int, ...]]:
     """Paths (tuples of child indices) to every node, pre-order."""
     out: list[tuple[int, ...]] = []
-
-    def rec(n: Term, path: tuple[int, ...]):
+    stack: list[tuple[Term, tuple[int, ...]]] = [(t, ())]
+    while stack:
+        n, path = stack.pop()
         out.append(path)
-        for i, a in enumerate(n.args):
-            rec(a, path + (i,))
-
-    rec(t, ())
+        stack.extend((n.args[i], path + (i,)) for i in reversed(range(len(n.args))))
     return out
 
 
