@@ -51,6 +51,13 @@ class TaskSection:
     def check(self, where):
         if not self.name:
             raise ConfigError(f"{where}.name: must name a task")
+        # each task checks its own settings (evo_rules.validate); here only what any task reads
+        for k, v in self.settings.items():
+            if not isinstance(k, str):
+                raise ConfigError(f"{where}.settings: setting names must be strings, got {_short(k)}")
+            if not isinstance(v, (str, int, float)):  # bool is an int
+                raise ConfigError(f"{where.replace('[task]', '[task.settings]')}.{k}: must be a string, "
+                                  f"number or boolean, got {_short(v)}")
 
 
 @dataclass(frozen=True)
@@ -102,8 +109,9 @@ class GrammarSection:
         _strings(where, "features", self.features)
         for i, f in enumerate(self.features):
             if not _FEATURE_NAME.match(f):
+                hint = f"; did you mean {f[2:]!r}?" if _FEATURE_NAME.match(f[2:]) and f[:2] == "x." else ""
                 raise ConfigError(f"{where}.features[{i}]: {_short(f)} is not a feature name (letters, "
-                                  "digits and _, not starting with a digit, without the 'x.' prefix)")
+                                  f"digits and _, not starting with a digit, without the 'x.' prefix){hint}")
         _within(where, "max_size", self.max_size, 1, MAX_RULE_SIZE)
         _within(where, "max_depth", self.max_depth, 1, MAX_RULE_DEPTH)
         _within(where, "template_share", self.template_share, 0.0, 1.0)
@@ -211,7 +219,7 @@ class RunConfig:
         changes = {k: _coerce(where, k, v, getattr(old, k)) for k, v in changes.items()}
         new = dataclasses.replace(old, **changes)
         new.check(where)
-        return dataclasses.replace(self, **{section: new})
+        return _check_across(dataclasses.replace(self, **{section: new}))
 
     @property
     def fit_settings(self) -> dict:
@@ -242,7 +250,8 @@ def _short(value, width: int = 60) -> str:
 
 
 def _did_you_mean(word, known) -> str:
-    close = difflib.get_close_matches(str(word), [str(k) for k in known], n=1)
+    word, known = str(word), [str(k) for k in known]
+    close = [k for k in known if k.lower() == word.lower()] or difflib.get_close_matches(word, known, n=1)
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
@@ -304,7 +313,16 @@ def from_dict(data: Mapping, source: str = "<dict>") -> RunConfig:
         section = cls(**values)
         section.check(where)
         built[name] = section
-    return RunConfig(**built, source=source)
+    return _check_across(RunConfig(**built, source=source))
+
+
+def _check_across(cfg: RunConfig) -> RunConfig:
+    """What one section's check cannot see."""
+    s, pop = cfg.search, cfg.run.population
+    if s.selection == "tournament" and s.elite > pop:  # the kept elite would outgrow the population
+        raise ConfigError(f"{cfg.source}: [search].elite: must be at most [run].population ({pop}) "
+                          f"with tournament selection, got {s.elite}")
+    return cfg
 
 
 def load(path: str | os.PathLike) -> RunConfig:

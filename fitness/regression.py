@@ -4,7 +4,9 @@ Settings: `path` (absolute, relative to the working folder, or a file shipped in
 `fitness/data/`), `target` (column name), `seed` (the shuffle that makes the splits),
 `valid_fraction`, `test_fraction`. Loss: squared error. Metric: R^2 on the split (higher is
 better). Every other column is a feature; its name must be usable as `x.NAME` (letters,
-digits, `_`). A malformed file is an error naming the file and line.
+digits, `_`). A malformed file is an error naming the file and line (and column): not UTF-8,
+not CSV, a non-numeric or non-finite cell, fewer than 10 rows, no feature column, a target that
+is constant (on all rows or on one split). Settings are declared in `SETTINGS`.
 """
 
 from __future__ import annotations
