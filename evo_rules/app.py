@@ -1,7 +1,9 @@
 """The composition root: the one module (with the CLI on top of it) that imports every layer.
 
 It turns a config into a task handle and bound operators, runs or resumes a search, and
-writes the report. `run_search` is the Python API for notebooks.
+writes the report. `run_search` is the Python API for notebooks and scripts. `start` and
+`resume` route SIGINT/SIGTERM to a clean stop while they run (see `stopping`) and hold the run
+folder's lock (see `runlock`).
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import os
 from functools import partial
 from typing import Mapping
 
-from . import checkpoint
+from . import checkpoint, scriptguard, stopping
 from .config import RunConfig, from_dict, load
 from .population import Variation
-from .report import build_report, reference_texts, write_report
+from .report import build_report, reference_texts, write_json, write_report
+from .runlock import RunLock
 from .search import RunFolderError, Search, TaskHandle
 from .validate import checked_task
 
 DEFAULT_CONFIG = "and-match.toml"
+CONFIG_JSON = "config.json"
 RUNS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
 
 
@@ -72,47 +76,113 @@ def seed_texts(config: RunConfig, task) -> list[str]:
     return texts
 
 
-def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool = False) -> Search:
+def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool = False,
+                **options) -> Search:
+    """`options`: Search's stop, overwrite, rebuild_cache, lock."""
     handle = task_handle(config)
     task = checked_task(config, handle.build)  # settings, data, features: before any folder
     search = Search(config, handle, variation(config, task.features), out,
-                    seeds=seed_texts(config, task), progress=progress, resume=resume)
+                    seeds=seed_texts(config, task), progress=progress, resume=resume, **options)
     return search
 
 
-def start(config: RunConfig, out: str | None = None, progress: bool = True) -> tuple[Search, dict]:
-    out = out or os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
-    search = make_search(config, out, progress)
-    with open(os.path.join(search.out, "config.json"), "w") as fh:
-        json.dump(config.to_dict(), fh, indent=2, sort_keys=True)
-    search.run()
-    report = build_report(search)
-    write_report(search.out, report)
-    search.close()
+def _run_and_report(search: Search, prepare=lambda: None) -> tuple[Search, dict]:
+    try:
+        prepare()
+        write_json(os.path.join(search.out, CONFIG_JSON), search.config.to_dict())
+        search.run()
+        report = build_report(search)
+        write_report(search.out, report)
+    finally:
+        search.close()  # the cache, and the folder's lock
     return search, report
 
 
-def resume(out: str, generations: int | None = None, progress: bool = True) -> tuple[Search, dict]:
+def start(config: RunConfig, out: str | None = None, progress: bool = True,
+          overwrite: bool = False, rebuild_cache: bool = False) -> tuple[Search, dict]:
+    out = out or os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
+    with stopping.handlers(stopping.Stop()) as stop:
+        search = make_search(config, out, progress, stop=stop, overwrite=overwrite,
+                             rebuild_cache=rebuild_cache)
+        return _run_and_report(search)
+
+
+# what may change in DIR/config.json between a run and its resume: nothing a result depends on
+RESUMABLE_EDITS = {"run": {"generations", "max_seconds", "max_evaluations", "checkpoint_every"},
+                   "evaluation": None}  # None: any key of the section
+
+
+def _config_edits(out: str, config: RunConfig) -> RunConfig:
+    """The run's config with the edits of DIR/config.json that a resume may take; any other edit
+    is refused, naming the keys (a resume continues a run under its own config)."""
+    path = os.path.join(out, CONFIG_JSON)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except FileNotFoundError:
+        return config
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunFolderError(f"{path}: not valid JSON ({exc}); restore it or delete it "
+                             "(resume then uses the checkpoint's config)") from None
+    edited = from_dict(data, source=path)
+    have, now = config.to_dict(), edited.to_dict()
+    diffs = [(sec, k) for sec in have for k in sorted(set(have[sec]) | set(now[sec]))
+             if have[sec].get(k) != now[sec].get(k)]
+    refused = [f"[{sec}].{k} = {json.dumps(have[sec].get(k))} in the checkpoint, "
+               f"{json.dumps(now[sec].get(k))} in config.json" for sec, k in diffs
+               if sec not in RESUMABLE_EDITS or (RESUMABLE_EDITS[sec] is not None and k not in RESUMABLE_EDITS[sec])]
+    if refused:
+        raise RunFolderError(
+            f"{path} was edited since the run started ({'; '.join(refused)}); a resume continues "
+            "a run under its own config (only [run] generations, max_seconds, max_evaluations, "
+            "checkpoint_every and [evaluation] may change): undo the edit, or start a new run")
+    for sec in dict.fromkeys(sec for sec, _ in diffs):
+        config = config.replace(sec, **{k: getattr(getattr(edited, sec), k) for s2, k in diffs if s2 == sec})
+    return config
+
+
+def resume(out: str, generations: int | None = None, progress: bool = True,
+           max_seconds: float | None = None, max_evaluations: int | None = None,
+           rebuild_cache: bool = False, config: RunConfig | None = None) -> tuple[Search, dict]:
+    """Continue the run in `out` from its last checkpoint, under its own config (with the edits of
+    DIR/config.json that are allowed) or under `config` (which must match it), and the
+    given [run] changes."""
     if not os.path.isdir(out):
         raise RunFolderError(f"{out}: no such run folder")
-    state = checkpoint.read_latest(out)
-    config = from_dict(state["config"], source=os.path.join(out, checkpoint.NAME))
-    if generations is not None:
-        config = config.replace("run", generations=generations)
-    search = make_search(config, out, progress, resume=True)
-    search.load_state(state)
-    search.run()
-    report = build_report(search)
-    write_report(search.out, report)
-    search.close()
-    return search, report
+    if not any(os.path.exists(os.path.join(out, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
+        checkpoint.read_latest(out)  # raises: nothing to resume (and no lock file left behind)
+    with stopping.handlers(stopping.Stop()) as stop:
+        lock = RunLock(out)  # before reading: a run still writing this folder is refused
+        try:
+            state = checkpoint.read_latest(out)
+            if config is None:
+                config = _config_edits(out, from_dict(state["config"], source=os.path.join(out, checkpoint.NAME)))
+            changes = {k: v for k, v in (("generations", generations), ("max_seconds", max_seconds),
+                                         ("max_evaluations", max_evaluations)) if v is not None}
+            if changes:
+                config = config.replace("run", **changes)
+            search = make_search(config, out, progress, resume=True, stop=stop, lock=lock,
+                                 rebuild_cache=rebuild_cache)
+        except BaseException:
+            lock.release()
+            raise
+        return _run_and_report(search, prepare=lambda: search.load_state(state))
+
+
+_resume = resume  # run_search's `resume` argument hides the function
 
 
 def run_search(config: Mapping | str | RunConfig | None = None, out: str | None = None,
-               progress: bool = False, **run_overrides) -> dict:
-    """Notebook API: run a search from a config dict (or TOML path) and return the report.
+               progress: bool = True, overwrite: bool = False, resume: bool = False,
+               rebuild_cache: bool = False, **run_overrides) -> dict:
+    """Notebook and script API: run a search from a config dict (or TOML path); return the report.
 
-    `run_overrides` replace keys of [run] (seed, generations, population)."""
+    `run_overrides` replace keys of [run] (seed, generations, population, max_seconds, ...).
+    `out` already holding a run: `resume=True` continues it (the config must match the run's,
+    generations and budgets aside), `overwrite=True` replaces it; neither: refused. From a
+    script, the process backend needs the script's top level under `if __name__ == "__main__":`
+    (checked before anything is written). Ctrl-C (a notebook's interrupt) stops the run cleanly
+    at its last completed generation; the report then has `interrupted` true."""
     if config is None:
         cfg = load(default_config_path())
     elif isinstance(config, RunConfig):
@@ -123,7 +193,12 @@ def run_search(config: Mapping | str | RunConfig | None = None, out: str | None 
         cfg = from_dict(config)
     if run_overrides:
         cfg = cfg.replace("run", **run_overrides)
-    return start(cfg, out, progress)[1]
+    ev = cfg.evaluation
+    scriptguard.check(ev.backend, ev.backend == "process" or (ev.backend == "dask" and not ev.scheduler))
+    out = out or os.path.join("runs", f"{cfg.task.name}-seed{cfg.run.seed}")
+    if resume and any(os.path.exists(os.path.join(out, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
+        return _resume(out, progress=progress, rebuild_cache=rebuild_cache, config=cfg)[1]
+    return start(cfg, out, progress, overwrite=overwrite, rebuild_cache=rebuild_cache)[1]
 
 
 def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:

@@ -8,6 +8,11 @@ Workers receive plain data (texts) and a picklable task factory; each builds the
 from __future__ import annotations
 
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Callable, Mapping
@@ -19,11 +24,33 @@ def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the manager, which stops cleanly and shuts the pool down."""
-    import signal
-
+def _worker_init(manager_pid: int) -> None:
+    """Workers leave Ctrl-C to the manager (which stops them), and die with it however it dies:
+    Linux's parent-death signal, else a thread that watches the parent pid."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if not _die_with_parent():
+        threading.Thread(target=_watch_parent, args=(manager_pid,), daemon=True).start()
+    if os.getppid() != manager_pid:  # the manager died before the line above took effect
+        os._exit(1)
+
+
+def _die_with_parent() -> bool:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(manager_pid: int) -> None:
+    while os.getppid() == manager_pid:
+        time.sleep(0.5)
+    os._exit(1)
 
 
 class SerialBackend:
@@ -35,7 +62,10 @@ class SerialBackend:
     def map(self, texts: list[str]) -> list[dict]:
         return evaluate_batch(list(texts), *self.args)
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
+        pass
+
+    def kill(self) -> None:
         pass
 
 
@@ -55,7 +85,7 @@ class ProcessBackend:
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
             self.pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                            initializer=_ignore_sigint)
+                                            initializer=_worker_init, initargs=(os.getpid(),))
         return self.pool
 
     def map(self, texts: list[str]) -> list[dict]:
@@ -80,10 +110,30 @@ class ProcessBackend:
                     raise RuntimeError(f"evaluation workers died {self.retries + 1} times in a row")
         return [r for i in range(len(chunks)) for r in done[i]]
 
-    def close(self) -> None:
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+    def close(self, kill: bool = False) -> None:
+        """Shut the pool down; `kill`: work in flight is abandoned, so kill the workers first."""
+        if self.pool is None:
+            return
+        if kill:
+            procs = list((getattr(self.pool, "_processes", None) or {}).values())
+            self.kill()
+            for p in procs:
+                p.join(10)
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pool = None
+
+    def worker_pids(self) -> list[int]:
+        procs = getattr(self.pool, "_processes", None) or {}
+        return [p.pid for p in list(procs.values()) if p.pid]
+
+    def kill(self) -> None:
+        """Stop at once, work in flight abandoned: SIGKILL the workers (never blocks, safe in a
+        signal handler); the pool then sees them gone and shuts down."""
+        for pid in self.worker_pids():
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
 
 
 class DaskBackend:
@@ -113,10 +163,13 @@ class DaskBackend:
         results = self.client.gather(futures)  # gathered in submission order
         return [r for chunk in results for r in chunk]
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+    def kill(self) -> None:
+        pass  # a local cluster's workers are its nanny's children: they go when the manager does
 
 
 def make_backend(name: str, factory, token: str, fit_settings: Mapping, **options):

@@ -2,8 +2,11 @@
 
 A fitness measured under other settings is never reused. Writes go in one transaction per
 batch (SQLite's journal makes a crash mid-write lose at most that batch, never corrupt the
-rest). Several runs on the same task may share one file: WAL mode and a busy timeout.
-Values are JSON, never pickle.
+rest). Several runs on the same task may share one file: WAL mode and a busy timeout (tested
+with two processes writing at once). A damaged file is found when it is opened (SQLite's
+quick_check) or used, and reported as `CacheError` with the way out: `rebuild=True` (the CLI's
+`--rebuild-cache`) moves it aside and starts an empty cache. Only cached fitnesses are lost: the
+checkpoint never depends on the cache. Values are JSON, never pickle.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
+import warnings
+from contextlib import contextmanager
 from typing import Iterable, Mapping
 
 from .kernels import VECTOR_MATH
@@ -34,20 +40,68 @@ def settings_digest(fit_settings: Mapping) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+class CacheError(ValueError):
+    def __init__(self, message: str, damaged: bool = False):
+        super().__init__(message)
+        self.damaged = damaged
+
+
+DAMAGE = ("malformed", "not a database", "corrupt")
+
+
 class FitnessCache:
-    def __init__(self, path: str | os.PathLike, task_fingerprint: str, fit_settings: Mapping):
+    def __init__(self, path: str | os.PathLike, task_fingerprint: str, fit_settings: Mapping,
+                 rebuild: bool = False):
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.task = task_fingerprint
         # the vector and scalar exp/log kernels differ by a few ulp: never mix their fitnesses
         self.settings = settings_digest(dict(fit_settings, kernel=VECTOR_MATH_TAG))
         try:
+            self._open()
+        except CacheError as exc:
+            if not (rebuild and exc.damaged):
+                raise
+            aside = self._move_aside()
+            warnings.warn(f"fitness cache {self.path} was damaged: moved to {aside}; "
+                          "starting an empty cache", stacklevel=2)
+            self._open()
+
+    def _open(self) -> None:
+        self.db = None
+        with self._guard():
             self.db = sqlite3.connect(self.path, timeout=60.0)
             self.db.execute("PRAGMA journal_mode=WAL")
+            bad = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall() if row[0] != "ok"]
+            if bad:
+                raise sqlite3.DatabaseError(f"database disk image is malformed: {' '.join(bad)[:200]}")
             self.db.execute(SCHEMA)
             self.db.commit()
+
+    @contextmanager
+    def _guard(self):
+        """sqlite errors as one CacheError line naming the file and the way out."""
+        try:
+            yield
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"fitness cache {self.path} is not a usable SQLite file: {exc}") from None
+            if any(word in str(exc) for word in DAMAGE):
+                raise self._damaged(exc) from None
+            raise CacheError(f"fitness cache {self.path}: {exc}") from None
+
+    def _damaged(self, exc) -> CacheError:
+        if self.db is not None:
+            self.db.close()
+            self.db = None
+        return CacheError(f"fitness cache {self.path} is damaged ({exc}); run again with "
+                          "--rebuild-cache (Python: rebuild_cache=True) to move it aside and start "
+                          "an empty one (only cached fitnesses are lost)", damaged=True)
+
+    def _move_aside(self) -> str:
+        aside = f"{self.path}.damaged-{time.strftime('%Y%m%dT%H%M%S')}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        return aside
 
     def get_many(self, keys: Iterable[str]) -> dict[str, dict]:
         keys = list(dict.fromkeys(keys))
@@ -55,10 +109,11 @@ class FitnessCache:
         for i in range(0, len(keys), 500):
             chunk = keys[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                f"SELECT key, result FROM evaluations WHERE task=? AND settings=? AND key IN ({marks})",
-                [self.task, self.settings, *chunk],
-            ).fetchall()
+            with self._guard():
+                rows = self.db.execute(
+                    f"SELECT key, result FROM evaluations WHERE task=? AND settings=? AND key IN ({marks})",
+                    [self.task, self.settings, *chunk],
+                ).fetchall()
             for key, result in rows:
                 try:
                     found[key] = json.loads(result)
@@ -70,12 +125,24 @@ class FitnessCache:
         rows = [(self.task, self.settings, r["key"], json.dumps(r, sort_keys=True)) for r in results]
         if not rows:
             return
-        with self.db:
+        with self._guard(), self.db:
             self.db.executemany("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?)", rows)
 
+    def last_row(self) -> int:
+        """The newest row's id: rows past it were written later (see `drop_after`)."""
+        with self._guard():
+            return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM evaluations").fetchone()[0]
+
+    def drop_after(self, row: int) -> None:
+        with self._guard(), self.db:
+            self.db.execute("DELETE FROM evaluations WHERE rowid > ?", (row,))
+
     def __len__(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE task=? AND settings=?",
-                               (self.task, self.settings)).fetchone()[0]
+        with self._guard():
+            return self.db.execute("SELECT COUNT(*) FROM evaluations WHERE task=? AND settings=?",
+                                   (self.task, self.settings)).fetchone()[0]
 
     def close(self) -> None:
-        self.db.close()
+        if self.db is not None:
+            self.db.close()
+            self.db = None

@@ -44,7 +44,8 @@ def _cmd_run(args) -> int:
     from .config import load
 
     config = load(args.config or app.default_config_path())
-    overrides = {k: getattr(args, k) for k in ("seed", "generations", "population") if getattr(args, k) is not None}
+    overrides = {k: getattr(args, k) for k in ("seed", "generations", "population", "max_seconds",
+                                               "max_evaluations") if getattr(args, k) is not None}
     if overrides:
         config = config.replace("run", **overrides)
     ev = {k: getattr(args, k) for k in ("backend", "workers") if getattr(args, k) is not None}
@@ -55,14 +56,16 @@ def _cmd_run(args) -> int:
 
     checked_task(config, app.task_handle(config).build)  # bad input: its one line comes alone
     print(f"evo-rules: run {config.task.name} from {config.source} into {out}", file=sys.stderr)
-    search, report = app.start(config, out, progress=not args.quiet)
+    search, report = app.start(config, out, progress=not args.quiet, rebuild_cache=args.rebuild_cache)
     return _finish(search, report)
 
 
 def _cmd_resume(args) -> int:
     from . import app
 
-    search, report = app.resume(args.dir, args.generations, progress=not args.quiet)
+    search, report = app.resume(args.dir, args.generations, progress=not args.quiet,
+                                max_seconds=args.max_seconds, max_evaluations=args.max_evaluations,
+                                rebuild_cache=args.rebuild_cache)
     return _finish(search, report)
 
 
@@ -71,10 +74,13 @@ def _finish(search, report) -> int:
 
     print(format_report(report))
     print(f"report: {os.path.join(search.out, 'report.json')}")
-    if search.interrupted:
-        print(f"evo-rules: interrupted after generation {search.generation}; "
+    if search.stop_reason.startswith("max_"):  # a budget: the run stopped as asked
+        print(f"evo-rules: stopped by {search.stop_reason} after generation {search.generation}; "
               f"continue with `evo-rules resume {search.out}`", file=sys.stderr)
-        return 130
+    elif search.stop.signum:
+        print(f"evo-rules: interrupted after generation {search.generation} ({search.stop.name}); "
+              f"continue with `evo-rules resume {search.out}`", file=sys.stderr)
+        return search.stop.exit_code  # 130 for SIGINT, 143 for SIGTERM
     return 0
 
 
@@ -169,6 +175,15 @@ def _cmd_lm_train(args) -> int:
     return 0
 
 
+def _budget_options(p) -> None:
+    p.add_argument("--max-seconds", type=float, help="stop cleanly (resumable) after the generation "
+                   "that passes this many seconds ([run] max_seconds)")
+    p.add_argument("--max-evaluations", type=int, help="stop cleanly (resumable) after the generation "
+                   "that reaches this many fresh evaluations ([run] max_evaluations)")
+    p.add_argument("--rebuild-cache", action="store_true", help="a damaged fitness cache: move it "
+                   "aside and start an empty one")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="evo-rules", description="Search scoring rules, not weights.")
     p.add_argument("--version", action="version", version=f"evo-rules {__version__}")
@@ -187,11 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--backend", choices=["serial", "process", "dask"])
     r.add_argument("--workers", type=int, help="evaluation workers (default: every core)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
+    _budget_options(r)
     r.set_defaults(func=_cmd_run)
 
     s = sub.add_parser("resume", help="continue a run from its last checkpoint")
     s.add_argument("dir")
     s.add_argument("--generations", type=int, help="new total number of generations")
+    _budget_options(s)
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(func=_cmd_resume)
 
@@ -269,9 +286,9 @@ def main(argv=None) -> int:
         with warnings.catch_warnings():  # restores the warning display when main returns
             warnings.showwarning = _warn_one_line
             return args.func(args)
-    except KeyboardInterrupt:
-        print("evo-rules: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:  # a second signal (or Ctrl-C outside a run)
+        print(f"evo-rules: {exc or 'interrupted'}", file=sys.stderr)
+        return 128 + getattr(exc, "signum", 2)
     except (CLIError, ValueError, KeyError, OSError) as exc:
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"evo-rules: error: {_one_line(msg)}", file=sys.stderr)

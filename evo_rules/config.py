@@ -35,12 +35,23 @@ class RunSection:
     generations: int = 30
     population: int = 200
     checkpoint_every: int = 1  # generations between checkpoints
+    # budgets of one `run`/`resume` call: it stops cleanly (resumable) after the generation in
+    # which it spent them; absent (None): no limit
+    max_seconds: float | None = None
+    max_evaluations: int | None = None
 
     def check(self, where):
         _within(where, "seed", self.seed, 0, MAX_SEED)
         _within(where, "generations", self.generations, 0, MAX_COUNT)
         _within(where, "population", self.population, 4, MAX_COUNT)
         _within(where, "checkpoint_every", self.checkpoint_every, 1, MAX_COUNT)
+        for key, kinds in (("max_seconds", (int, float)), ("max_evaluations", (int,))):
+            value = getattr(self, key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)
+                                      or not (isinstance(value, int) or math.isfinite(value))
+                                      or value <= 0):
+                raise ConfigError(f"{where}.{key}: must be a finite number > 0"
+                                  f"{' (an integer)' if kinds == (int,) else ''} or absent, got {_short(value)}")
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ One compact line per individual: id, key, parent ids, operator, generation, size
 (null when invalid) and the canonical rule text (so the file alone names every rule: graphs,
 families and plots need no cache). Nothing is kept in memory; the file is read back on demand
 (graph, families, plots: see `lineage_graph` and `families`). The writer reports its byte size
-so a checkpoint can record it and a resume can cut off records of a generation that was not
-checkpointed (a resumed run's lineage equals the uninterrupted run's).
+and checksum so a checkpoint can record them and a resume can verify the file and cut off
+records of a generation that was not checkpointed (a resumed run's lineage equals the
+uninterrupted run's).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Iterator
@@ -17,24 +19,80 @@ from typing import Iterator
 NAME = "lineage.jsonl"
 
 
+class LineageError(ValueError):
+    pass
+
+
+def new_hash():
+    return hashlib.blake2b(digest_size=16)
+
+
+def verify(folder: str, length: int, digest: str | None):
+    """The running hash of the file's first `length` bytes, checked against a checkpoint's record.
+
+    Refuses (LineageError) a missing, shorter or changed file: a resume never pads the file nor
+    restarts it. `digest` None: a checkpoint written before checksums; then only the length and
+    the last record's newline are checked."""
+    h = new_hash()
+    if length == 0:
+        return h
+    path = os.path.join(folder, NAME)
+    fix = "restore it from a copy, or start a new run (a run cannot resume without its lineage)"
+    try:
+        fh = open(path, "rb")
+    except FileNotFoundError:
+        raise LineageError(f"{path}: missing, but the checkpoint records {length} bytes of lineage; {fix}") from None
+    with fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < length:
+            raise LineageError(f"{path}: {size} bytes, shorter than the {length} the checkpoint records "
+                               f"(truncated); {fix}")
+        left, last = length, b""
+        while left:
+            block = fh.read(min(left, 1 << 20))
+            if not block:
+                raise LineageError(f"{path}: could not read {length} bytes; {fix}")
+            h.update(block)
+            left -= len(block)
+            last = block[-1:]
+    if digest is None and last != b"\n":
+        raise LineageError(f"{path}: does not end a record where the checkpoint says ({length} bytes); {fix}")
+    if digest is not None and h.hexdigest() != digest:
+        raise LineageError(f"{path}: its first {length} bytes differ from what the checkpoint recorded "
+                           f"(checksum mismatch: the file was changed); {fix}")
+    return h
+
+
 class LineageWriter:
-    def __init__(self, folder: str, truncate_to: int | None = None):
+    """Appends records and keeps a running hash of the file, so a checkpoint records the checksum
+    of what it covers without reading the file again. `resume`: (length, hash) from `verify`;
+    bytes past `length` (a generation that was not checkpointed) are cut off. None: a new file."""
+
+    def __init__(self, folder: str, resume: tuple[int, object] | None = None):
         self.path = os.path.join(folder, NAME)
-        if truncate_to is not None and os.path.exists(self.path):
-            with open(self.path, "r+b") as fh:
-                fh.truncate(truncate_to)
-        self.fh = open(self.path, "a", encoding="utf-8")
+        if resume is None or not os.path.exists(self.path):
+            self.fh = open(self.path, "wb")
+            self.hash = new_hash()
+        else:
+            length, self.hash = resume[0], resume[1].copy()
+            self.fh = open(self.path, "r+b")
+            if os.fstat(self.fh.fileno()).st_size > length:  # never grows it: no NUL padding
+                self.fh.truncate(length)
+            self.fh.seek(length)
 
     def record(self, ind) -> None:
         rec = {"id": ind.id, "key": ind.key, "parents": list(ind.parents), "op": ind.op,
                "gen": ind.birth, "size": ind.size, "metric": ind.metric if ind.valid else None,
                "text": ind.text}
-        self.fh.write(json.dumps(rec, separators=(",", ":")) + "\n")
+        line = (json.dumps(rec, separators=(",", ":")) + "\n").encode()
+        self.hash.update(line)
+        self.fh.write(line)
 
-    def flush(self) -> int:
+    def flush(self) -> tuple[int, str]:
+        """Flush to disk; the file's length and checksum (blake2b, hex) up to here."""
         self.fh.flush()
         os.fsync(self.fh.fileno())
-        return self.fh.tell()
+        return self.fh.tell(), self.hash.hexdigest()
 
     def close(self) -> None:
         self.fh.close()

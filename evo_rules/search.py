@@ -1,7 +1,9 @@
 """A search run: the generation loop tying population, cache, backend, lineage and checkpoints.
 
 The task and the operators arrive as plain values (a picklable task factory, a `Variation`);
-this module imports neither `operators/` nor `fitness/`.
+this module imports neither `operators/` nor `fitness/`. A run holds its folder's lock for its
+life; it stops early, always at a completed generation with its checkpoint written, on a signal
+(see `stopping`) or when [run] max_seconds / max_evaluations are spent.
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ from .evaluate import evaluate_rule, task_from
 from .evaluator import Evaluator
 from .population import Birth, Individual, PopulationManager, Variation, generation_stats
 from .rule import parse
+from .runlock import RunLock
+from .stopping import Abandoned, Stop
 
 LOG_FIELDS = ("gen", "evals", "cache_hits", "dedup", "invalid", "best", "median", "median_size",
               "seconds")
+
+
+# what `overwrite` removes: the files a run writes (a shared cache elsewhere is left alone)
+RUN_FILES = (checkpoint.NAME, checkpoint.PREVIOUS, checkpoint.NAME + ".tmp", lineage.NAME,
+             "report.json", "config.json", "cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm")
 
 
 class RunFolderError(ValueError):
@@ -49,7 +58,9 @@ def _shorten(text: str, width: int = 48) -> str:
 
 class Search:
     def __init__(self, config: RunConfig, task: TaskHandle, variation: Variation, out_dir: str,
-                 seeds: list[str] = (), progress: bool = True, resume: bool = False):
+                 seeds: list[str] = (), progress: bool = True, resume: bool = False,
+                 stop: Stop | None = None, overwrite: bool = False, rebuild_cache: bool = False,
+                 lock: RunLock | None = None):
         self.config = config
         self.task_handle = task
         self.task = task.build()
@@ -58,12 +69,18 @@ class Search:
         self.progress = progress
         self.seed_texts = list(seeds)
         self.interrupted = False
-        if not resume and any(os.path.exists(os.path.join(self.out, n))
-                              for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
-            raise RunFolderError(
-                f"{self.out} already holds a run; resume it with `evo-rules resume {out_dir}` "
-                "or choose another --out")
+        self.stop_reason = ""  # why the last run() ended early: SIGINT, SIGTERM, max_seconds, ...
+        self.stop = stop or Stop()
         os.makedirs(self.out, exist_ok=True)
+        self.lock = lock or RunLock(self.out)  # before anything in the folder is read or written
+        try:
+            self._prepare_folder(out_dir, resume, overwrite)
+            cache_path = config.cache.path or os.path.join(self.out, "cache.sqlite")
+            self.cache = FitnessCache(cache_path, self.task.fingerprint, config.fit_settings,
+                                      rebuild=rebuild_cache)
+        except BaseException:
+            self.lock.release()
+            raise
         rc = config.run
         self.manager = PopulationManager(
             variation, rc.population, np.random.default_rng(rc.seed),
@@ -73,11 +90,29 @@ class Search:
         self.logbook = tools.Logbook()
         self.logbook.header = list(LOG_FIELDS)
         self.generation = -1  # last completed generation
-        cache_path = config.cache.path or os.path.join(self.out, "cache.sqlite")
-        self.cache = FitnessCache(cache_path, self.task.fingerprint, config.fit_settings)
         self.lineage: lineage.LineageWriter | None = None
         self.backend = None
         self.lineage_bytes = 0
+        self.lineage_digest = lineage.new_hash().hexdigest()
+        self._lineage_resume = None  # (length, running hash) verified by load_state
+        self._checkpointed = None  # generation of the last checkpoint written
+
+    def _prepare_folder(self, out_dir: str, resume: bool, overwrite: bool) -> None:
+        holds_run = any(os.path.exists(os.path.join(self.out, n))
+                        for n in (checkpoint.NAME, checkpoint.PREVIOUS))
+        if resume or not holds_run:
+            return
+        if not overwrite:
+            raise RunFolderError(
+                f"{self.out} already holds a run; resume it with `evo-rules resume {out_dir}` "
+                "(Python: resume=True) or choose another --out (Python: overwrite=True replaces it)")
+        for name in RUN_FILES:
+            if name.startswith("cache.sqlite") and self.config.cache.path:
+                continue
+            try:
+                os.remove(os.path.join(self.out, name))
+            except FileNotFoundError:
+                pass
 
     # ------------------------------------------------------------------ state
 
@@ -93,6 +128,7 @@ class Search:
             "config": self.config.to_dict(),
             "task": {"name": self.task.name, "fingerprint": self.task.fingerprint},
             "lineage_bytes": self.lineage_bytes,
+            "lineage_blake2b": self.lineage_digest,
             "cache_rowid": self._cache_rowid(),
         }
 
@@ -103,7 +139,7 @@ class Search:
         """The run's own cache's last row: rows past it were written after this checkpoint."""
         if not self._own_cache():
             return None
-        return self.cache.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM evaluations").fetchone()[0]
+        return self.cache.last_row()
 
     def load_state(self, state: dict) -> None:
         want = self.config.to_dict()
@@ -135,18 +171,24 @@ class Search:
         for row in state["logbook"]:
             self.logbook.record(**row)
         self.generation = state["generation"]
+        self._checkpointed = self.generation
         self.lineage_bytes = state["lineage_bytes"]
+        # None: a checkpoint written before lineage checksums (its length is still checked)
+        digest = state.get("lineage_blake2b")
+        hasher = lineage.verify(self.out, self.lineage_bytes, digest)
+        self.lineage_digest = hasher.hexdigest()
+        self._lineage_resume = (self.lineage_bytes, hasher)
         mark = state.get("cache_rowid")
         if mark is not None and self._own_cache():
             # results stored after the checkpoint would turn the redone generation's evaluations
             # into cache hits: drop them, so the logbook equals the uninterrupted run's
-            with self.cache.db:
-                self.cache.db.execute("DELETE FROM evaluations WHERE rowid > ?", (mark,))
+            self.cache.drop_after(mark)
 
     # ------------------------------------------------------------------ evaluation
 
     def _births_to_individuals(self, births: list[Birth], gen: int, t0: float) -> tuple[list[Individual], dict]:
-        results, hits = Evaluator(self.cache, self.backend).evaluate([b.rule for b in births])
+        with self.stop.abandonable():  # the first signal may cut the evaluation short
+            results, hits = Evaluator(self.cache, self.backend).evaluate([b.rule for b in births])
         inds = [self.manager.make_individual(b, r, gen) for b, r in zip(births, results)]
         for ind in inds:
             self.lineage.record(ind)
@@ -154,7 +196,7 @@ class Search:
                       "invalid": sum(not i.valid for i in inds), "t0": t0}
 
     def _finish_generation(self, gen: int, counts: dict, dedup: int) -> None:
-        self.lineage_bytes = self.lineage.flush()
+        self.lineage_bytes, self.lineage_digest = self.lineage.flush()
         stats = generation_stats(self.manager.population)
         self.logbook.record(gen=gen, evals=counts["evals"], cache_hits=counts["cache_hits"],
                             dedup=dedup, invalid=counts["invalid"], best=stats["best"],
@@ -162,54 +204,90 @@ class Search:
                             seconds=round(time.perf_counter() - counts["t0"], 3))
         self.generation = gen
         if gen % self.config.run.checkpoint_every == 0 or gen == self._last_gen:
-            checkpoint.write(self.out, self.state())
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        checkpoint.write(self.out, self.state())
+        self._checkpointed = self.generation
 
     def _seed_rules(self) -> list:
         return [parse(t) for t in self.seed_texts]
 
+    def _budget_spent(self, started: float, evaluations: int) -> str:
+        rc = self.config.run
+        if rc.max_seconds is not None and time.monotonic() - started >= rc.max_seconds:
+            return "max_seconds"
+        if rc.max_evaluations is not None and evaluations >= rc.max_evaluations:
+            return "max_evaluations"
+        return ""
+
     # ------------------------------------------------------------------ the loop
 
     def run(self, generations: int | None = None) -> dict:
-        """Run up to `generations` (default: the config's), from the last checkpoint if any."""
+        """Run up to `generations` (default: the config's), from the last checkpoint if any.
+
+        Ends early, at a completed and checkpointed generation, on a first SIGINT/SIGTERM (the
+        generation being evaluated is abandoned) or a spent budget; `stop_reason` says which."""
         total = self.config.run.generations if generations is None else generations
         self._last_gen = total
+        started, evaluations = time.monotonic(), 0
+        self.stop_reason = ""
         ev = self.config.evaluation
         self.backend = make_backend(ev.backend, self.task_handle.factory, self.task_handle.token,
                                     self.config.fit_settings, workers=ev.n_workers, chunk=ev.chunk,
                                     retries=ev.retries, scheduler=ev.scheduler)
-        resuming = self.generation >= 0
-        self.lineage = lineage.LineageWriter(self.out, truncate_to=self.lineage_bytes if resuming else 0)
+        self.stop.folder = self.out
+        self.stop.on_abort = self.backend.kill  # a second signal: no worker outlives the run
+        self.lineage = lineage.LineageWriter(self.out, resume=self._lineage_resume)
         if self.generation < 0:  # a checkpoint before any work: a run killed from here on resumes
-            checkpoint.write(self.out, self.state())
+            self._checkpoint()
         bar = None
+        abandoned = False
         try:
             if self.progress:
                 from tqdm import tqdm
 
                 bar = tqdm(total=total + 1, initial=self.generation + 1, unit="gen",
                            desc=self.task.name, dynamic_ncols=True)
-            while self.generation < total:
+            while self.generation < total and not self.stop_reason:
+                if self.stop.signum is not None:
+                    self.stop_reason = self.stop.name
+                    break
                 gen = self.generation + 1
                 t0 = time.perf_counter()  # the logbook's seconds: variation, evaluation, selection
-                if gen == 0:
-                    births, dedup = self.manager.initial_births(self._seed_rules())
-                    inds, counts = self._births_to_individuals(births, 0, t0)
-                    self.manager.set_population(
-                        self.manager.select(inds) if len(inds) > self.manager.size else inds)
-                else:
-                    births, dedup = self.manager.offspring_births(self.manager.size)
-                    inds, counts = self._births_to_individuals(births, gen, t0)
-                    self.manager.set_population(self.manager.select(self.manager.population + inds))
+                rng_state = self.manager.rng.bit_generator.state
+                try:
+                    if gen == 0:
+                        births, dedup = self.manager.initial_births(self._seed_rules())
+                        inds, counts = self._births_to_individuals(births, 0, t0)
+                        self.manager.set_population(
+                            self.manager.select(inds) if len(inds) > self.manager.size else inds)
+                    else:
+                        births, dedup = self.manager.offspring_births(self.manager.size)
+                        inds, counts = self._births_to_individuals(births, gen, t0)
+                        self.manager.set_population(self.manager.select(self.manager.population + inds))
+                except Abandoned:
+                    # back to the last completed generation (nothing of this one was recorded)
+                    self.manager.rng.bit_generator.state = rng_state
+                    self.stop_reason, abandoned = self.stop.name, True
+                    break
                 self._finish_generation(gen, counts, dedup)
+                evaluations += counts["evals"]
                 if bar is not None:
                     self._update_bar(bar)
-        except KeyboardInterrupt:
-            self.interrupted = True
+                if self.generation < total:
+                    self.stop_reason = self._budget_spent(started, evaluations)
         finally:
             if bar is not None:
                 bar.close()
             self.lineage.close()
-            self.backend.close()
+            self.backend.close(kill=abandoned)
+            self.stop.on_abort = lambda: None
+        self._lineage_resume = (self.lineage_bytes, self.lineage.hash)
+        if self.stop_reason:
+            self.interrupted = True
+            if self._checkpointed != self.generation:  # checkpoint_every > 1: keep what was done
+                self._checkpoint()
         return self.state()
 
     def _update_bar(self, bar) -> None:
@@ -228,3 +306,4 @@ class Search:
 
     def close(self) -> None:
         self.cache.close()
+        self.lock.release()

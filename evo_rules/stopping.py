@@ -1,0 +1,84 @@
+"""Stopping a run: SIGINT and SIGTERM alike, budgets aside.
+
+The first signal asks for a clean stop: a generation's evaluation in progress is abandoned (the
+run goes back to its last completed generation, which is what the checkpoint holds), workers are
+stopped and the folder is left resumable. A second signal aborts at once: the workers are killed
+first, then `Aborted` (a KeyboardInterrupt) unwinds; the folder is as safe as after a SIGKILL.
+Handlers are installed explicitly, so a run started with SIGINT ignored (`nohup ... &`) stops too.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from contextlib import contextmanager
+from typing import Callable
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Abandoned(BaseException):
+    """Raised inside an abandonable region by the first signal (BaseException: no `except
+    Exception` in evaluation code swallows it)."""
+
+
+class Aborted(KeyboardInterrupt):
+    """A second signal: stop at once (the run folder keeps its last checkpoint)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class Stop:
+    """What a run is told to stop by: a signal number once one arrived."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.folder = ""
+        self.on_abort: Callable[[], None] = lambda: None  # kills workers; must not block
+        self._abandonable = 0
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum else ""
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum if self.signum else 0
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is None:
+            self.signum = signum
+            if self._abandonable:
+                raise Abandoned()
+            return
+        self.on_abort()
+        where = f"; {self.folder} resumes from its last checkpoint" if self.folder else ""
+        raise Aborted(f"aborted by a second signal ({signal.Signals(signum).name}){where}", signum)
+
+    @contextmanager
+    def abandonable(self):
+        """Work the first signal may cut short (raising `Abandoned` inside it)."""
+        if self.signum is not None:
+            raise Abandoned()
+        self._abandonable += 1
+        try:
+            yield
+        finally:
+            self._abandonable -= 1
+
+
+@contextmanager
+def handlers(stop: Stop):
+    """Route SIGINT and SIGTERM to `stop` while the block runs (main thread only: elsewhere
+    Python delivers no signals), then restore what was there."""
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+    old = {s: signal.signal(s, stop.handle) for s in SIGNALS}
+    try:
+        yield stop
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h if h is not None else signal.SIG_DFL)
