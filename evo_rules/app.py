@@ -99,9 +99,10 @@ def _run_and_report(search: Search, prepare=lambda: None) -> tuple[Search, dict]
 
 
 def start(config: RunConfig, out: str | None = None, progress: bool = True,
-          overwrite: bool = False, rebuild_cache: bool = False) -> tuple[Search, dict]:
+          overwrite: bool = False, rebuild_cache: bool = False,
+          stop: stopping.Stop | None = None) -> tuple[Search, dict]:
     out = out or os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
-    with stopping.handlers(stopping.Stop()) as stop:
+    with stopping.handlers(stop or stopping.Stop()) as stop:
         search = make_search(config, out, progress, stop=stop, overwrite=overwrite,
                              rebuild_cache=rebuild_cache)
         return _run_and_report(search)
@@ -143,7 +144,8 @@ def _config_edits(out: str, config: RunConfig) -> RunConfig:
 
 def resume(out: str, generations: int | None = None, progress: bool = True,
            max_seconds: float | None = None, max_evaluations: int | None = None,
-           rebuild_cache: bool = False, config: RunConfig | None = None) -> tuple[Search, dict]:
+           rebuild_cache: bool = False, config: RunConfig | None = None,
+           stop: stopping.Stop | None = None) -> tuple[Search, dict]:
     """Continue the run in `out` from its last checkpoint, under its own config (with the edits of
     DIR/config.json that are allowed) or under `config` (which must match it), and the
     given [run] changes."""
@@ -151,7 +153,7 @@ def resume(out: str, generations: int | None = None, progress: bool = True,
         raise RunFolderError(f"{out}: no such run folder")
     if not any(os.path.exists(os.path.join(out, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
         checkpoint.read_latest(out)  # raises: nothing to resume (and no lock file left behind)
-    with stopping.handlers(stopping.Stop()) as stop:
+    with stopping.handlers(stop or stopping.Stop()) as stop:
         lock = RunLock(out)  # before reading: a run still writing this folder is refused
         try:
             state = checkpoint.read_latest(out)

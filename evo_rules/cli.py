@@ -8,7 +8,7 @@ import os
 import sys
 import warnings
 
-from . import __version__
+from . import __version__, stopping
 
 
 class CLIError(Exception):
@@ -56,17 +56,20 @@ def _cmd_run(args) -> int:
 
     checked_task(config, app.task_handle(config).build)  # bad input: its one line comes alone
     print(f"evo-rules: run {config.task.name} from {config.source} into {out}", file=sys.stderr)
-    search, report = app.start(config, out, progress=not args.quiet, rebuild_cache=args.rebuild_cache)
-    return _finish(search, report)
+    with stopping.handlers(stopping.Stop()) as stop:  # to the last line: a late signal gets its exit code
+        search, report = app.start(config, out, progress=not args.quiet, rebuild_cache=args.rebuild_cache,
+                                   stop=stop)
+        return _finish(search, report)
 
 
 def _cmd_resume(args) -> int:
     from . import app
 
-    search, report = app.resume(args.dir, args.generations, progress=not args.quiet,
-                                max_seconds=args.max_seconds, max_evaluations=args.max_evaluations,
-                                rebuild_cache=args.rebuild_cache)
-    return _finish(search, report)
+    with stopping.handlers(stopping.Stop()) as stop:
+        search, report = app.resume(args.dir, args.generations, progress=not args.quiet,
+                                    max_seconds=args.max_seconds, max_evaluations=args.max_evaluations,
+                                    rebuild_cache=args.rebuild_cache, stop=stop)
+        return _finish(search, report)
 
 
 def _finish(search, report) -> int:
