@@ -44,13 +44,14 @@ def task_handle(config: RunConfig) -> TaskHandle:
     return TaskHandle(partial(get_task, config.task.name, **settings), token)
 
 
-def variation(config: RunConfig, features) -> Variation:
+def variation(config: RunConfig, features, weights: tuple = ()) -> Variation:
+    """`weights`: one per feature of the grammar (`grammar_weights`), () for uniform draws."""
     import operators as ops
 
     g = config.grammar
     grammar = ops.Grammar(features=tuple(g.features or features), operators=tuple(g.operators),
                           max_size=g.max_size, max_depth=g.max_depth,
-                          template_share=g.template_share)
+                          template_share=g.template_share, feature_weights=tuple(weights))
     s = config.search
     probs = {"crossover": s.crossover, "subtree": s.subtree, "point": s.point, "hoist": s.hoist,
              "shrink": s.shrink, "insert": s.insert}
@@ -67,6 +68,14 @@ def _mutate(op, grammar, rule, rng):
     return op(rule, grammar, rng)
 
 
+def grammar_weights(config: RunConfig, task) -> tuple:
+    """The `[grammar] feature_weights` draw weights for the task (fitted on its train batch)."""
+    from .feature_weights import feature_weights
+
+    return feature_weights(config.grammar.feature_weights, task,
+                           tuple(config.grammar.features or task.features), config.fit.max_iter)
+
+
 def seed_texts(config: RunConfig, task) -> list[str]:
     texts = list(config.search.seed_rules)
     if config.search.seed_reference:
@@ -81,7 +90,7 @@ def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool
     """`options`: Search's stop, overwrite, rebuild_cache, lock."""
     handle = task_handle(config)
     task = checked_task(config, handle.build)  # settings, data, features: before any folder
-    search = Search(config, handle, variation(config, task.features), out,
+    search = Search(config, handle, variation(config, task.features, grammar_weights(config, task)), out,
                     seeds=seed_texts(config, task), progress=progress, resume=resume, **options)
     return search
 

@@ -103,6 +103,9 @@ class SearchSection:
         _strings(where, "seed_rules", self.seed_rules)
 
 
+FEATURE_WEIGHTS = ("uniform", "linear")
+
+
 @dataclass(frozen=True)
 class GrammarSection:
     operators: list = field(default_factory=lambda: ["add", "mul", "exp", "log", "eml"])
@@ -110,6 +113,9 @@ class GrammarSection:
     max_size: int = 25
     max_depth: int = 8
     template_share: float = 0.5
+    # how operators draw features: "uniform", or "linear" = in proportion to the linear
+    # baseline's fitted weights on standardised train features (app.feature_weights)
+    feature_weights: str = "uniform"
 
     def check(self, where):
         _strings(where, "operators", self.operators)
@@ -126,6 +132,9 @@ class GrammarSection:
         _within(where, "max_size", self.max_size, 1, MAX_RULE_SIZE)
         _within(where, "max_depth", self.max_depth, 1, MAX_RULE_DEPTH)
         _within(where, "template_share", self.template_share, 0.0, 1.0)
+        if self.feature_weights not in FEATURE_WEIGHTS:
+            raise ConfigError(f"{where}.feature_weights: must be one of {', '.join(map(repr, FEATURE_WEIGHTS))}, "
+                              f"got {_short(self.feature_weights)}{_did_you_mean(self.feature_weights, FEATURE_WEIGHTS)}")
 
 
 @dataclass(frozen=True)

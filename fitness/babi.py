@@ -105,7 +105,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .base import PARTS, Batch, Scorer, Setting, check_settings, fingerprint_of
+from .base import PARTS, Batch, Scorer, Setting, SettingsError, check_settings, fingerprint_of
 
 FEATURES: tuple[str, ...] = (
     "q_overlap", "q_new", "focus", "focus_latest", "latest_mention", "hop_link", "chain_link",
@@ -114,13 +114,18 @@ FEATURES: tuple[str, ...] = (
 FEATURE_VERSION = "babi-features-1"
 
 FILES = {
+    1: ("qa1_single-supporting-fact_train.txt", "qa1_single-supporting-fact_test.txt"),
     2: ("qa2_two-supporting-facts_train.txt", "qa2_two-supporting-facts_test.txt"),
     3: ("qa3_three-supporting-facts_train.txt", "qa3_three-supporting-facts_test.txt"),
 }
 CHAIN_ORDERS = ("file", "reverse", "chronological")
-# `[task.settings]` of babi-2 and babi-3 (the task number comes from the task's name)
+# "engineered": the 14 FEATURES above; "generic": fitness/babi_generic.py (no bAbI lexicon)
+FEATURE_SETS = ("engineered", "generic")
+# `[task.settings]` of babi-1/2/3 (the task number comes from the task's name)
 SETTINGS = {"valid_fraction": Setting(float, 0.0, 1.0, open=True),
-            "chain_order": Setting(str, choices=CHAIN_ORDERS), "data_dir": Setting(str)}
+            "chain_order": Setting(str, choices=CHAIN_ORDERS), "data_dir": Setting(str),
+            "features": Setting(str, choices=FEATURE_SETS),
+            "vocab_size": Setting(int, 1, 500)}  # generic only: words with w_/a_ indicators
 
 
 # ============================================================================ loading
@@ -236,7 +241,7 @@ def _data_bytes(name: str, data_dir=None) -> tuple[bytes, str]:
 
 
 def load_babi(task: int, split: str, data_dir=None) -> list[Story]:
-    """Stories of the shipped bAbI file for task 2 or 3, split "train" or "test"."""
+    """Stories of the shipped bAbI file for task 1, 2 or 3, split "train" or "test"."""
     if task not in FILES:
         raise ValueError(f"bAbI task {task!r} is not shipped (have: {sorted(FILES)})")
     if split not in ("train", "test"):
@@ -382,13 +387,26 @@ class _StoryView:
         """(V,) position of the latest statement < n mentioning each entity, -1 if none."""
         r = self._last_cache.get(n)
         if r is None:
-            r = (np.where(self.M[:n], np.arange(n)[:, None], -1).max(axis=0) if n
-                 else np.full(self.M.shape[1], -1))
-            self._last_cache[n] = r
+            r = self._last_cache[n] = latest_mentions(self.M, n)
         return r
 
 
+def latest_mentions(M: np.ndarray, n: int) -> np.ndarray:
+    """(columns of M,) the latest row < n that is True in each column, -1 if none."""
+    return np.where(M[:n], np.arange(n)[:, None], -1).max(axis=0) if n else np.full(M.shape[1], -1)
+
+
 _FI = {f: i for i, f in enumerate(FEATURES)}
+
+
+def chain_masks(M: np.ndarray, n: int, chain: Sequence[int]):
+    """(chain as ints, positions 0..n-1, chosen mask (n,), covered mask (columns of M,): the
+    entities some chosen sentence mentions)."""
+    chain = [int(c) for c in chain]
+    chosen = np.zeros(n, dtype=bool)
+    chosen[chain] = True
+    covered = M[chain].any(axis=0) if chain else np.zeros(M.shape[1], dtype=bool)
+    return chain, np.arange(n), chosen, covered
 
 
 def _share(Mf: np.ndarray, mask: np.ndarray, idf: np.ndarray) -> np.ndarray | float:
@@ -404,11 +422,7 @@ def _feature_matrix(view: _StoryView, qi: int, n: int, chain: Sequence[int],
     idf = view.idf
     qE = view.q_ents[qi]
     f = view.q_focus[qi]
-    chain = [int(c) for c in chain]
-    pos = np.arange(n)
-    chosen = np.zeros(n, dtype=bool)
-    chosen[chain] = True
-    covered = view.M[chain].any(axis=0) if chain else np.zeros_like(qE)
+    chain, pos, chosen, covered = chain_masks(view.M, n, chain)
     last = view.last_mention(n)
     F = np.zeros((len(FEATURES), n))
     F[_FI["q_overlap"]] = _share(Mf, qE, idf)
@@ -462,8 +476,25 @@ def _segment_argmax(scores: np.ndarray, starts: np.ndarray, n_rows: int) -> np.n
     return first
 
 
+class _Engineered:
+    """The 14 FEATURES with their train statistics (the same interface as
+    `babi_generic.GenericFeatures`: names, view(story), matrix(view, qi, n, chain, hop))."""
+
+    version = FEATURE_VERSION
+
+    def __init__(self, train_stories: Sequence[Story]):
+        self.stats = TextStats.estimate(train_stories)
+        self.names = FEATURES
+
+    def view(self, story: Story) -> _StoryView:
+        return _StoryView(story, self.stats)
+
+    def matrix(self, view: _StoryView, qi: int, n: int, chain: Sequence[int], hop: int):
+        return _feature_matrix(view, qi, n, chain, hop)
+
+
 class BabiTask:
-    """bAbI task 2 or 3 as a `fitness.base.Task` (see the module docstring)."""
+    """bAbI task 1, 2 or 3 as a `fitness.base.Task` (see the module docstring)."""
 
     loss = "listwise"
     features = FEATURES
@@ -473,21 +504,33 @@ class BabiTask:
         return linear_rule_text(self.features)
 
     def reference_rules(self) -> dict[str, str]:
-        return reference_rules()
+        # the hand-written rules name engineered features; the generic set has none written
+        return reference_rules() if self.feature_set == "engineered" else {}
 
     def __init__(self, task: int = 2, valid_fraction: float = 0.2, chain_order: str = "file",
-                 data_dir=None):
+                 data_dir=None, features: str = "engineered", vocab_size: int | None = None):
         task = int(task)
         if task not in FILES:
             raise ValueError(f"bAbI task must be one of {sorted(FILES)}, not {task!r}")
-        check_settings({"valid_fraction": valid_fraction, "chain_order": chain_order}, SETTINGS)
+        given = {"valid_fraction": valid_fraction, "chain_order": chain_order,
+                 "features": features}
+        if vocab_size is not None:
+            if features != "generic":
+                raise SettingsError("vocab_size", "applies only with features = 'generic'")
+            given["vocab_size"] = vocab_size
+        check_settings(given, SETTINGS)
         self.task = task
-        self.k = task  # task 2: two supporting facts, task 3: three
+        self.k = task  # task 1: one supporting fact, task 2: two, task 3: three
         self.name = f"babi-{task}"
         self.valid_fraction = float(valid_fraction)
         self.chain_order = chain_order
+        self.feature_set = features
         self.settings = {"task": task, "valid_fraction": self.valid_fraction,
                          "chain_order": chain_order, "features": FEATURE_VERSION}
+        if features == "generic":  # engineered settings (and fingerprints) stay as they were
+            from .babi_generic import DEFAULT_VOCAB, GENERIC_VERSION
+
+            self.settings.update(features=GENERIC_VERSION, vocab_size=int(vocab_size or DEFAULT_VOCAB))
         train_bytes, train_src = _data_bytes(FILES[task][0], data_dir)
         test_bytes, test_src = _data_bytes(FILES[task][1], data_dir)
         self.fingerprint = fingerprint_of(self.name, self.settings, train_bytes, test_bytes)
@@ -504,18 +547,25 @@ class BabiTask:
         if n_valid >= len(train):
             raise ValueError("valid_fraction leaves no training stories")
         self.stories = {"train": train[:-n_valid], "valid": train[-n_valid:], "test": test}
-        self.stats = TextStats.estimate(self.stories["train"])
+        if features == "generic":
+            from .babi_generic import GenericFeatures
+
+            self._set = GenericFeatures(self.stories["train"], self.settings["vocab_size"])
+        else:
+            self._set = _Engineered(self.stories["train"])
+        self.stats = self._set.stats
+        self.features = self._set.names
         self._batches: dict[str, Batch] = {}
 
     def __repr__(self) -> str:
         return f"BabiTask(task={self.task}, valid_fraction={self.valid_fraction}, " \
-               f"chain_order={self.chain_order!r})"
+               f"chain_order={self.chain_order!r}, features={self.feature_set!r})"
 
     # ---------------------------------------------------------------- helpers
 
     @cached_property
     def _views(self) -> dict[str, list[_StoryView]]:
-        return {p: [_StoryView(s, self.stats) for s in self.stories[p]] for p in PARTS}
+        return {p: [self._set.view(s) for s in self.stories[p]] for p in PARTS}
 
     def _check_part(self, part: str) -> None:
         if part not in PARTS:
@@ -540,12 +590,12 @@ class BabiTask:
         mats: list[np.ndarray] = []
         cand: list[np.ndarray] = []
         for (si, qi, q), ch in zip(self.questions(part), chains):
-            F, p = _feature_matrix(views[si], qi, q.n_before, ch[:hop], hop)
+            F, p = self._set.matrix(views[si], qi, q.n_before, ch[:hop], hop)
             mats.append(F)
             cand.append(p)
         sizes = np.array([len(p) for p in cand], dtype=np.int64)
-        F = np.concatenate(mats, axis=1) if mats else np.zeros((len(FEATURES), 0))
-        return {f: np.ascontiguousarray(F[i]) for i, f in enumerate(FEATURES)}, cand, sizes
+        F = np.concatenate(mats, axis=1) if mats else np.zeros((len(self.features), 0))
+        return {f: np.ascontiguousarray(F[i]) for i, f in enumerate(self.features)}, cand, sizes
 
     # ---------------------------------------------------------------- protocol
 
@@ -560,12 +610,12 @@ class BabiTask:
         for j, (si, qi, q) in enumerate(self.questions(part)):
             ch = self.chain(q)
             for h in range(self.k):
-                F, cand = _feature_matrix(views[si], qi, q.n_before, ch[:h], h)
+                F, cand = self._set.matrix(views[si], qi, q.n_before, ch[:h], h)
                 mats.append(F)
                 ys.append((cand == ch[h]).astype(np.float64))
                 gs.append(np.full(len(cand), j * self.k + h, dtype=np.int64))
         F = np.concatenate(mats, axis=1)
-        batch = Batch({f: np.ascontiguousarray(F[i]) for i, f in enumerate(FEATURES)},
+        batch = Batch({f: np.ascontiguousarray(F[i]) for i, f in enumerate(self.features)},
                       np.concatenate(ys), np.concatenate(gs))
         self._batches[part] = batch
         return batch
@@ -662,21 +712,22 @@ def fit_and_score(task: BabiTask, rule_text: str, part: str = "test", *, max_ite
 
 def measure_baselines(task: BabiTask, part: str = "test", **fit_kwargs) -> dict[str, dict]:
     """fit_and_score of the linear rule and of every reference rule: name -> result."""
-    rules = {"linear": linear_rule_text(), **reference_rules()}
+    rules = {"linear": task.linear_rule_text(), **task.reference_rules()}
     return {name: fit_and_score(task, text, part, **fit_kwargs) for name, text in rules.items()}
 
 
 def main(argv=None) -> None:
     import argparse
 
-    ap = argparse.ArgumentParser(description="bAbI 2/3: fitted baselines, greedy inference")
+    ap = argparse.ArgumentParser(description="bAbI 1/2/3: fitted baselines, greedy inference")
     ap.add_argument("tasks", nargs="*", type=int, default=[2, 3])
+    ap.add_argument("--features", default="engineered", choices=FEATURE_SETS)
     ap.add_argument("--part", default="test")
     ap.add_argument("--max-iter", type=int, default=20)
     args = ap.parse_args(argv)
     print(f"{'task':7s} {'rule':14s} {'size':>4s} {'recall':>7s} {'exact':>7s}  per-hop")
     for t in args.tasks:
-        task = BabiTask(t)
+        task = BabiTask(t, features=args.features)
         for name, r in measure_baselines(task, args.part, max_iter=args.max_iter).items():
             hops = " ".join(f"{r.get(f'hop{h + 1}', 0.0):.3f}" for h in range(task.k))
             print(f"{task.name:7s} {name:14s} {r['size']:4d} {r['support_recall']:7.3f} "

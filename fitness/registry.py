@@ -62,6 +62,8 @@ def _babi_check(settings: Mapping) -> None:
     check_settings(settings, SETTINGS)
 
 
+register("babi-1", _babi(1), "bAbI task 1 (single supporting fact): 1-hop supporting-fact "
+         "retrieval from stories; metric support_recall", _babi_check)
 register("babi-2", _babi(2), "bAbI task 2 (two supporting facts): 2-hop supporting-fact "
          "retrieval from stories; metric support_recall", _babi_check)
 register("babi-3", _babi(3), "bAbI task 3 (three supporting facts): 3-hop supporting-fact "

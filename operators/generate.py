@@ -41,7 +41,25 @@ P_FEATURE_TERM_SUBTREE = 0.3
 
 
 def random_feature(g: Grammar, rng) -> Term:
-    return feature(choose(rng, g.features))
+    return feature(pick_feature(g, rng))
+
+
+def pick_feature(g: Grammar, rng, exclude: str | None = None) -> str:
+    """A feature name other than `exclude`: uniform, or in proportion to `g.feature_weights`.
+    The uniform draw is the one this module always made (results of existing runs reproduce)."""
+    if not g.feature_weights:
+        if exclude is None:
+            return choose(rng, g.features)
+        return choose(rng, [x for x in g.features if x != exclude])
+    # one uniform number against the cumulative weights (the excluded feature's share removed)
+    weights = [0.0 if f == exclude else w for f, w in zip(g.features, g.feature_weights)]
+    u = rng.random() * math.fsum(weights)
+    acc = 0.0
+    for f, w in zip(g.features, weights):
+        acc += w
+        if u < acc:
+            return f
+    return next(f for f, w in zip(reversed(g.features), reversed(weights)) if w > 0)  # rounding
 
 
 def random_leaf(g: Grammar, rng) -> Term:
@@ -56,13 +74,16 @@ def random_leaf(g: Grammar, rng) -> Term:
 def feature_term(g: Grammar, rng) -> Term:
     """`(mul w x.f)`, `(mul w x.f x.g)` for two different features, or (with `exp` in the
     grammar) the damped `(mul w x.f (exp (mul w x.g)))`. Needs `mul`."""
-    f = choose(rng, g.features)
+    f = pick_feature(g, rng)
     if len(g.features) > 1 and "exp" in g.operators and rng.random() < P_DAMPED_TERM:
-        h = choose(rng, [x for x in g.features if x != f])
+        h = pick_feature(g, rng, exclude=f)
         return Term("mul", (weight(), feature(f), Term("exp", (Term("mul", (weight(), feature(h))),))))
     if len(g.features) > 1 and rng.random() < P_PAIR_TERM:
-        i = int(rng.integers(len(g.features) - 1))
-        h = g.features[i if g.features[i] != f else len(g.features) - 1]
+        if g.feature_weights:
+            h = pick_feature(g, rng, exclude=f)
+        else:  # the uniform draw of earlier versions, kept so existing runs reproduce
+            i = int(rng.integers(len(g.features) - 1))
+            h = g.features[i if g.features[i] != f else len(g.features) - 1]
         return Term("mul", (weight(), feature(f), feature(h)))
     return Term("mul", (weight(), feature(f)))
 
@@ -201,7 +222,7 @@ def random_population(g: Grammar, rng, n: int, unique: bool = True,
 
 
 __all__ = [
-    "ATTEMPTS", "TEMPLATE_OPERATORS", "feature_term", "minimal_rule", "ramped_tree",
-    "random_feature", "random_leaf", "random_population", "random_rule", "random_subtree",
+    "ATTEMPTS", "TEMPLATE_OPERATORS", "feature_term", "minimal_rule", "pick_feature",
+    "ramped_tree", "random_feature", "random_leaf", "random_population", "random_rule", "random_subtree",
     "template_term",
 ]

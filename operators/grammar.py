@@ -4,6 +4,11 @@ A `Grammar` is plain, immutable, validated data (it goes into run configs and ch
 Every operator in this package takes one and returns only rules the grammar admits
 (`Grammar.admits`): size and depth of the *canonical* term within the limits, at least one
 feature, and only the grammar's features.
+
+`feature_weights` (optional, one positive number per feature) makes the operators draw
+features in proportion to them instead of uniformly: with many features (bAbI's word
+indicators) the useful ones come up more often, and every feature can still be drawn. Empty
+(the default) keeps the uniform draws, random number for random number.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Grammar:
     max_depth: int = 8
     template_share: float = 0.3
     constants: tuple[float, ...] = (1.0,)
+    feature_weights: tuple[float, ...] = ()
     _feature_set: frozenset = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self):
@@ -86,6 +92,7 @@ class Grammar:
                 raise ValueError(f"Grammar.constants: {c!r} is listed twice")
             out.append(c)
         set_("constants", tuple(out))
+        set_("feature_weights", _weights(self.feature_weights, len(self.features)))
         set_("_feature_set", frozenset(self.features))
 
     # ------------------------------------------------------------------ config
@@ -108,7 +115,7 @@ class Grammar:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, numbers): `Grammar.from_dict(g.to_dict()) == g`."""
-        return {
+        d = {
             "features": list(self.features),
             "operators": list(self.operators),
             "max_size": self.max_size,
@@ -116,6 +123,9 @@ class Grammar:
             "template_share": self.template_share,
             "constants": list(self.constants),
         }
+        if self.feature_weights:  # absent when uniform: older dicts stay as they were
+            d["feature_weights"] = list(self.feature_weights)
+        return d
 
     # ------------------------------------------------------------------ limits
 
@@ -130,6 +140,22 @@ class Grammar:
         if not self._feature_set.issuperset(rule.features):
             return False
         return depth(rule.term) <= self.max_depth
+
+
+def _weights(value, n: int) -> tuple[float, ...]:
+    """() or n finite numbers > 0 (a zero would make a feature unreachable)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"Grammar.feature_weights: must be a list of numbers, got {value!r}")
+    out = tuple(value)
+    if not out:
+        return ()
+    if len(out) != n:
+        raise ValueError(f"Grammar.feature_weights: {len(out)} weight(s) for {n} feature(s); "
+                         "give one per feature or none")
+    for w in out:
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
+            raise ValueError(f"Grammar.feature_weights: {w!r} is not a finite number > 0")
+    return tuple(float(w) for w in out)
 
 
 def _names(field_name: str, value) -> tuple[str, ...]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from evo_rules.rule import Rule
 from evo_rules.terms import NARY, Term, num, replace_at, weight
 
-from .generate import feature_term, random_feature, random_subtree
+from .generate import feature_term, pick_feature, random_feature, random_subtree
 from .grammar import Grammar
 from .positions import Node, choose, node_table, pick
 
@@ -81,8 +81,7 @@ def _other_leaf(leaf: Term, g: Grammar, rng) -> Term:
         return weight()
     if kind == "x":
         if leaf.op == "x":
-            others = [f for f in g.features if f != leaf.value]
-            return Term("x", (), choose(rng, others))
+            return Term("x", (), pick_feature(g, rng, exclude=leaf.value))
         return random_feature(g, rng)
     others = [c for c in g.constants if not (leaf.op == "num" and c == leaf.value)]
     return num(choose(rng, others))

@@ -1,4 +1,4 @@
-"""bAbI tasks 2 and 3: loader, label-free features, batch invariants, fitted rules."""
+"""bAbI tasks 1, 2 and 3: loader, label-free features, batch invariants, fitted rules."""
 
 from pathlib import Path
 
@@ -25,7 +25,7 @@ def task3():
 # ------------------------------------------------------------------------------ loader
 
 
-@pytest.mark.parametrize("task", [2, 3])
+@pytest.mark.parametrize("task", [1, 2, 3])
 @pytest.mark.parametrize("split", ["train", "test"])
 def test_shipped_files_load_with_expected_counts(task, split):
     stories = load_babi(task, split)
@@ -204,7 +204,7 @@ def test_fingerprint_is_stable_and_covers_settings(task2):
 def test_registry_builds_babi_tasks():
     from fitness.registry import get_task, task_names
 
-    assert {"babi-2", "babi-3"} <= set(task_names())
+    assert {"babi-1", "babi-2", "babi-3"} <= set(task_names())
     t = get_task("babi-3", valid_fraction=0.1)
     assert t.name == "babi-3" and t.metric_name == "support_recall" and t.loss == "listwise"
     assert len(t.stories["valid"]) == 20
