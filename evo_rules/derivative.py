@@ -154,9 +154,8 @@ def gradients(t: Term) -> dict[str, Term]:
             for c in n.args:
                 give(c, a)
         elif op == "mul":
-            for i, c in enumerate(n.args):
-                if has_w[id(c)]:
-                    give(c, b.mul(a, *n.args[:i], *n.args[i + 1:]))
+            for i, others in _others(b, n.args, [has_w[id(c)] for c in n.args]):
+                give(n.args[i], b.mul(a, *others))
         elif op == "exp":
             give(n.args[0], b.mul(a, n))
         elif op == "log":
@@ -170,6 +169,27 @@ def gradients(t: Term) -> dict[str, Term]:
         else:
             raise ValueError(f"cannot differentiate operator {op!r}")
     return {w: adjoint.get(id(b.make("w", (), w[1:])), ZERO_U) for w in weights_in(root)}
+
+
+def _others(b: _Builder, args: tuple[Term, ...], wanted: list[bool]):
+    """(i, factors whose product is that of every arg but args[i]) for each wanted i. Up to 3
+    factors directly; beyond, one shared prefix product times one shared suffix product, so a
+    long product costs O(k) nodes for all k partial derivatives, not O(k^2)."""
+    k = len(args)
+    if k <= 3:
+        for i in range(k):
+            if wanted[i]:
+                yield i, args[:i] + args[i + 1:]
+        return
+    prefix = [ONE_U]  # prefix[i] = args[0] * ... * args[i-1]
+    for x in args[:-1]:
+        prefix.append(b.mul(prefix[-1], x))
+    suffix = [ONE_U]  # suffix[j] = args[k-j] * ... * args[k-1]
+    for x in reversed(args[1:]):
+        suffix.append(b.mul(x, suffix[-1]))
+    for i in range(k):
+        if wanted[i]:
+            yield i, (prefix[i], suffix[k - 1 - i])
 
 
 def _give_log(b: _Builder, give, v: Term, a: Term) -> None:

@@ -9,6 +9,7 @@ commutative children and the renumbering of weights w0..wk in pre-order.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 from .terms import NARY, ONE, ZERO, Term, is_pure_weight, num, weight
 
@@ -20,8 +21,12 @@ def _fold_numbers(op: str, values: list[float]) -> float:
     if op == "add":
         try:
             return math.fsum(values)
-        except OverflowError:  # "intermediate overflow": not representable either way
-            return math.inf
+        except OverflowError:  # "intermediate overflow": round the exact sum instead
+            exact = sum(map(Fraction, values))
+            try:
+                return float(exact)
+            except OverflowError:
+                return math.inf if exact > 0 else -math.inf
     p = 1.0
     for v in sorted(values):  # a fixed order: the product does not depend on argument order
         p *= v

@@ -83,26 +83,26 @@ def format_number(v: float) -> str:
 
 
 def to_text(t: Term) -> str:
-    # iterative: gradient terms can be deeper than any rule
-    out: list[str] = []
-    stack: list[Term | str] = [t]
-    while stack:
-        n = stack.pop()
-        if isinstance(n, str):
-            out.append(n)
-        elif n.op == "num":
-            out.append(format_number(n.value))
-        elif n.op == "w":
-            out.append("w" + str(n.value))
-        elif n.op == "x":
-            out.append("x." + str(n.value))
-        else:
-            out.append("(" + n.op)
-            stack.append(")")
-            for a in reversed(n.args):
-                stack.append(a)
-                stack.append(" ")
-    return "".join(out)
+    parts: list[str] = []
+    _write(t, parts)
+    return "".join(parts)
+
+
+def _write(t: Term, out: list[str]) -> None:
+    # recursive, one frame per level: fine within MAX_DEPTH and for gradients of such rules
+    op = t.op
+    if op == "num":
+        out.append(format_number(t.value))
+    elif op == "w":
+        out.append("w" + str(t.value))
+    elif op == "x":
+        out.append("x." + str(t.value))
+    else:
+        out.append("(" + op)
+        for a in t.args:
+            out.append(" ")
+            _write(a, out)
+        out.append(")")
 
 
 def walk(t: Term) -> Iterator[Term]:
@@ -167,13 +167,13 @@ def features_in(t: Term) -> tuple[str, ...]:
 
 
 def has_weight(t: Term) -> bool:
-    return any(n.op == "w" for n in walk_unique(t))
+    return any(n.op == "w" for n in walk(t))
 
 
 def is_pure_weight(t: Term) -> bool:
     """True when the term holds only weights and numbers, and at least one weight."""
     saw_weight = False
-    for n in walk_unique(t):
+    for n in walk(t):  # rules are trees: the plain walk is the faster one
         if n.op == "x":
             return False
         if n.op == "w":
