@@ -166,12 +166,15 @@ def feature_matrix(features: Sequence[str], X, names: Sequence[str] | None = Non
     return F
 
 
-def parse(text: str) -> Rule:
+def parse(text: str, check_constants: bool = True) -> Rule:
     """Parse rule text into its canonical `Rule`. Raises `ParseError` on malformed text, on
-    text over the size limits (terms.MAX_DEPTH, MAX_SIZE, MAX_TEXT), and on a sum or product
-    of constants that overflows the float range (it could not be folded)."""
+    text over the size limits (terms.MAX_DEPTH, MAX_SIZE, MAX_TEXT), and (unless
+    `check_constants` is False, for re-reading the engine's own canonical texts) on a sum or
+    product of constants that overflows the float range: it could not be folded."""
     term, positions = read(text)
-    check_sums(term, text, positions, _fold_numbers)
+    if check_constants:
+        check_sums(term, text, positions, _fold_numbers)
     rule = Rule(term)
-    check_folded(rule.term, text)
+    if check_constants:
+        check_folded(rule.term, text)
     return rule
