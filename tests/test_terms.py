@@ -141,6 +141,10 @@ def test_key_is_stable_across_processes():
         ("()", "expected an operator"),
         ("x.a x.b", "after a complete rule"),
         ("(add 1e999 x.a)", "not finite"),
+        ("(mul x.a (add 1e308 1e308))", "constant overflows"),
+        ("(exp " * 80 + "x.a" + ")" * 80, "MAX_DEPTH"),
+        ("(add" + " x.a" * 3000 + ")", "MAX_SIZE"),
+        ("(eml x.a\u2028", "never closed"),
     ],
 )
 def test_parse_errors_name_position_and_excerpt(text, fragment):
@@ -149,6 +153,7 @@ def test_parse_errors_name_position_and_excerpt(text, fragment):
     msg = str(err.value)
     assert fragment in msg
     assert "position" in msg and "<<HERE>>" in msg
+    assert len(msg.splitlines()) == 1  # even when the text holds line breaks
 
 
 def test_parse_error_position_points_at_problem():
