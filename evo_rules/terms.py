@@ -18,13 +18,13 @@ OPERATORS = NARY + UNARY + BINARY
 LEAVES = ("num", "w", "x")
 ARITY = {"exp": 1, "log": 1, "eml": 2}
 
-# Largest rule the parser accepts (README "Canonical form"). Every recursive pass over a rule
-# (simplify, canonical form, printing, infix) uses at most ~3 Python frames per level, so 64
-# levels stay far inside the default recursion limit of 1000; the size bound keeps the
-# quadratic corners of simplification well under a millisecond-scale budget per rule.
+# Largest rule the parser accepts (README "Limits and errors"). The recursive passes over a
+# rule (simplify, canonical form, printing, infix) use at most ~4 Python frames per level, so
+# 64 levels need under 300 of the default 1000; the size bound keeps the canonical form,
+# gradients and program of the largest rule well under 1 s (benchmarks/fuzz_rules.py).
 MAX_DEPTH = 64  # levels, a leaf being 1 (see `depth`)
-MAX_SIZE = 2000  # nodes
-MAX_TEXT = 100_000  # characters of rule text
+MAX_SIZE = 1000  # nodes
+MAX_TEXT = 50_000  # characters of rule text
 
 
 @dataclass(frozen=True, slots=True)
