@@ -56,20 +56,26 @@ def _cmd_run(args) -> int:
 
     checked_task(config, app.task_handle(config).build)  # bad input: its one line comes alone
     print(f"evo-rules: run {config.task.name} from {config.source} into {out}", file=sys.stderr)
-    with stopping.handlers(stopping.Stop()) as stop:  # to the last line: a late signal gets its exit code
+    stop = stopping.install()  # to the process's end: a late signal still gets its exit code
+    try:
         search, report = app.start(config, out, progress=not args.quiet, rebuild_cache=args.rebuild_cache,
                                    stop=stop)
         return _finish(search, report)
+    finally:
+        stopping.exit_at_once()
 
 
 def _cmd_resume(args) -> int:
     from . import app
 
-    with stopping.handlers(stopping.Stop()) as stop:
+    stop = stopping.install()
+    try:
         search, report = app.resume(args.dir, args.generations, progress=not args.quiet,
                                     max_seconds=args.max_seconds, max_evaluations=args.max_evaluations,
                                     rebuild_cache=args.rebuild_cache, stop=stop)
         return _finish(search, report)
+    finally:
+        stopping.exit_at_once()
 
 
 def _finish(search, report) -> int:

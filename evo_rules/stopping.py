@@ -9,7 +9,9 @@ Handlers are installed explicitly, so a run started with SIGINT ignored (`nohup 
 
 from __future__ import annotations
 
+import os
 import signal
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Callable
@@ -82,3 +84,25 @@ def handlers(stop: Stop):
     finally:
         for s, h in old.items():
             signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+
+def install() -> Stop:
+    """For a command line: route SIGINT and SIGTERM to a new `Stop` for the rest of the process
+    (then `exit_at_once`): no default handler comes back between the run and the exit."""
+    stop = Stop()
+    for s in SIGNALS:
+        signal.signal(s, stop.handle)
+    return stop
+
+
+def exit_at_once() -> None:
+    """From here to the process's end (all is written) a signal ends it at once, with 128 + its
+    number, instead of a KeyboardInterrupt inside the interpreter's teardown."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    for s in SIGNALS:
+        signal.signal(s, _exit_now)
+
+
+def _exit_now(signum, frame) -> None:
+    os._exit(128 + signum)
