@@ -62,8 +62,8 @@ class _Builder:
         self.b: list[int] = []
         self.c: list[float] = []
         self.memo: dict[tuple, int] = {}
-        # slot of each term object already compiled: gradient terms share subterm objects with
-        # the rule, so a shared subtree is walked once. Only objects reachable from the terms
+        # slot of each term object already compiled: gradient terms share subterm objects (a
+        # DAG), so a shared subterm is walked once. Only objects reachable from the terms
         # passed to compile_terms go in (alive for the whole build, so their ids are not reused)
         self.by_id: dict[int, int] = {}
         self.param_index = {p: i for i, p in enumerate(params)}
