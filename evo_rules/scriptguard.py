@@ -10,6 +10,7 @@ A notebook, a REPL or `python -c` has no script file: workers never re-run it.
 from __future__ import annotations
 
 import ast
+import os
 import sys
 
 
@@ -35,8 +36,9 @@ def unguarded_call(depth: int = 2) -> str | None:
         if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") in ("__main__", "__mp_main__"):
             break
         frame = frame.f_back
-    if frame is None:
-        return None
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    if frame is None or not script or os.path.abspath(script) != os.path.abspath(frame.f_code.co_filename):
+        return None  # no script: a notebook (whose cells may have file names), a REPL, -c
     path, line = frame.f_code.co_filename, frame.f_lineno
     try:
         with open(path, encoding="utf-8") as fh:
