@@ -20,6 +20,7 @@ import warnings
 from contextlib import contextmanager
 from typing import Iterable, Mapping
 
+from .fitting import FITTER
 from .kernels import VECTOR_MATH
 
 VECTOR_MATH_TAG = "libmvec" if VECTOR_MATH else "libm"
@@ -56,7 +57,7 @@ class FitnessCache:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.task = task_fingerprint
         # the vector and scalar exp/log kernels differ by a few ulp: never mix their fitnesses
-        self.settings = settings_digest(dict(fit_settings, kernel=VECTOR_MATH_TAG))
+        self.settings = settings_digest(dict(fit_settings, kernel=VECTOR_MATH_TAG, fitter=FITTER))
         try:
             self._open()
         except CacheError as exc:

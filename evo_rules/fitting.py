@@ -18,6 +18,11 @@ from .rule import Rule
 from .terms import weights_in
 
 STARTS = (0.0, 0.1, 1.0, -0.1)
+TOL = 1e-10  # relative loss decrease below which the fit stops
+L2 = 1e-8  # ridge on the weights: keeps the normal equations solvable
+# Everything besides max_iter that changes a fit's outcome. The fitness cache keys on it, so
+# changing a constant here can never return a fitness measured under the old one.
+FITTER = {"version": 1, "starts": list(STARTS), "tol": TOL, "l2": L2}
 
 
 @dataclass(frozen=True)
@@ -48,7 +53,7 @@ def linear_params(rule: Rule) -> list[int]:
 
 
 def fit(rule: Rule, X, y, loss: str = "squared", groups=None, max_iter: int = 20,
-        init=None, tol: float = 1e-10, l2: float = 1e-8, names=None) -> FitResult:
+        init=None, tol: float = TOL, l2: float = L2, names=None) -> FitResult:
     """Fit the rule's weights to (X, y). Returns weights, final loss, iterations, validity."""
     # overflow in a trial step is expected and handled (the step is rejected): no warnings
     with np.errstate(all="ignore"):
