@@ -2,6 +2,11 @@
 
 Written as DIR/report.json and printed by `evo-rules report DIR`. Times aside, a report is a
 pure function of the run's state, so a resumed run's report equals the uninterrupted one's.
+
+The printed report opens with a summary (`summary` in report.json): the winner in infix beside
+its s-expression, its test metric against the linear, oracle and reference baselines (the share
+of the linear-to-oracle gap it closes), evaluations and cache hit rate; the wall time comes from
+the logbook's `seconds` (kept out of `summary` so that the rest stays time-free).
 """
 
 from __future__ import annotations
@@ -9,14 +14,25 @@ from __future__ import annotations
 import json
 import os
 
-from .gate import rerun_gate
+from .gate import distinct_finalists, rerun_gate
 
 REPORT = "report.json"
+EML_NOTE = "eml(u, v) = exp(u) - ln(v)  (softplus(z) = ln(1 + exp(z)))"
+
+
+def _infix(text: str, weights) -> str:
+    from .rule import parse
+
+    try:
+        return parse(text, check_constants=False).to_infix(weights)
+    except (ValueError, KeyError):
+        return text
 
 
 def _entry(ind, test: dict) -> dict:
     return {
         "id": ind.id, "key": ind.key, "text": ind.text, "size": ind.size,
+        "infix": _infix(ind.text, ind.weights),
         "weights": ind.weights, "valid_metrics": ind.metrics, "metric": ind.metric,
         "test_metrics": test.get("metrics", {}), "test_valid": test.get("valid", False),
         "birth": ind.birth, "op": ind.op,
@@ -39,6 +55,9 @@ def build_report(search) -> dict:
 
     hof = [i for i in _order(search.manager.hof) if i.valid]
     front = sorted((i for i in search.manager.front if i.valid), key=lambda i: (i.size, -i.metric, i.id))
+    # distinct functions: the same function with an extra ~0-weighted term is not a second finalist
+    finalists = [hof[k] for k in distinct_finalists([(i.text, i.weights, i.size) for i in hof], task,
+                                                    max(search.config.rerun.finalists, 1))]
     report = {
         "run": os.path.basename(search.out),
         "task": {"name": task.name, "fingerprint": task.fingerprint, "metric": task.metric_name},
@@ -49,20 +68,61 @@ def build_report(search) -> dict:
         "hall_of_fame": [_entry(i, test_of(i.text)) for i in hof],
         "pareto_front": [_entry(i, test_of(i.text)) for i in front],
         "baselines": baselines(search, test_of),
-        "rerun_gate": gate_for(search, [i.text for i in hof[: search.config.rerun.finalists]]),
+        "rerun_gate": gate_for(search, [i.text for i in finalists[: search.config.rerun.finalists]]),
+        "finalists": [i.id for i in finalists[: search.config.rerun.finalists]],
         "winner": None,
         "logbook": [{k: v for k, v in row.items() if k != "seconds"} for row in search.logbook],
         "seconds": [row.get("seconds") for row in search.logbook],
     }
     # the winner: the best finalist that passed the rerun gate (all of them when no gate ran)
     passed = {g["text"] for g in report["rerun_gate"] if g["passed"]}
-    for i in hof[: max(search.config.rerun.finalists, 1)]:
+    for i in finalists:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
+    report["summary"] = summary(report)
     if hasattr(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
         report["final"] = final_for(search, report)
     return report
+
+
+def _test_metric(entry: dict | None, metric: str) -> float | None:
+    v = (entry or {}).get("test_metrics", {}).get(metric)
+    return None if v is None else float(v)
+
+
+def gap_closed(value: float | None, linear: float | None, oracle: float | None) -> float | None:
+    """(value - linear) / (oracle - linear): 0 = no better than linear, 1 = as good as the oracle."""
+    if value is None or linear is None or oracle is None or oracle == linear:
+        return None
+    return (value - linear) / (oracle - linear)
+
+
+def summary(report: dict) -> dict:
+    """The report's opening lines as data: the winner (else the best rule, `winner` false) with
+    its test metric against the baselines, the evaluations and the cache hit rate."""
+    metric = report["task"]["metric"]
+    b = report.get("baselines", {})
+    rule = report.get("winner") or report.get("best")
+    value = _test_metric(rule, metric)
+    linear = _test_metric(b.get("linear"), metric)
+    oracle = _test_metric(b.get("oracle"), metric)
+    evals = sum(int(r.get("evals") or 0) for r in report.get("logbook", []))
+    hits = sum(int(r.get("cache_hits") or 0) for r in report.get("logbook", []))
+    return {
+        "rule": None if rule is None else {
+            "id": rule.get("id"), "text": rule["text"], "size": rule["size"], "weights": rule["weights"],
+            "infix": rule.get("infix") or _infix(rule["text"], rule["weights"])},
+        "winner": report.get("winner") is not None,
+        "test_metric": value,
+        "linear": linear,
+        "oracle": oracle,
+        "reference": [_test_metric(r, metric) for r in b.get("reference", [])],
+        "gap_closed": gap_closed(value, linear, oracle),
+        "evaluations": evals,
+        "cache_hits": hits,
+        "cache_hit_rate": hits / (evals + hits) if evals + hits else None,
+    }
 
 
 def final_for(search, report: dict) -> dict:
@@ -73,7 +133,8 @@ def final_for(search, report: dict) -> dict:
     if win:
         rules.append({"name": "searched rule (winner)", "text": win["text"], "weights": win["weights"]})
     passed = [g["text"] for g in report["rerun_gate"] if g["passed"]]
-    for n, e in enumerate(report["hall_of_fame"][: search.config.rerun.finalists]):
+    chosen = set(report.get("finalists", []))
+    for n, e in enumerate(e for e in report["hall_of_fame"] if e["id"] in chosen):
         if e["text"] in passed and (not win or e["text"] != win["text"]):
             rules.append({"name": f"finalist {n + 1}", "text": e["text"], "weights": e["weights"]})
     lin = report["baselines"].get("linear")
@@ -144,11 +205,52 @@ def read_report(folder: str) -> dict:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
 
 
+def _f(v) -> str:
+    return "  -   " if v is None else f"{v:.4f}"
+
+
+def _uses_eml(report: dict) -> bool:
+    entries = [report.get("winner") or {}, *report.get("hall_of_fame", []), *report.get("pareto_front", [])]
+    return any("(eml " in (e.get("text") or "") for e in entries)
+
+
+def format_summary(report: dict) -> list[str]:
+    """The report's opening lines (see `summary`); works on reports written before it existed."""
+    metric = report["task"]["metric"]
+    sm = summary(report)
+    lines = ["summary:"]
+    rule = sm["rule"]
+    if rule is None:
+        lines.append("  no valid rule")
+    else:
+        what = "winner" if sm["winner"] else "best (no finalist passed the rerun gate)"
+        lines.append(f"  {what}: {rule.get('infix') or _infix(rule['text'], rule['weights'])}")
+        lines.append(f"  {'':{len(what)}}  {rule['text']}  (size {rule['size']})")
+    vs = [f"test {metric} {_f(sm['test_metric'])}", f"linear {_f(sm['linear'])}"]
+    if sm["oracle"] is not None:
+        vs.append(f"oracle {_f(sm['oracle'])}")
+    if sm["reference"]:
+        vs.append(f"reference{'s' if len(sm['reference']) > 1 else ''} " + " ".join(_f(r) for r in sm["reference"]))
+    if sm["gap_closed"] is not None:
+        vs.append(f"gap closed {100 * sm['gap_closed']:.1f}% of linear -> oracle")
+    lines.append("  " + ", ".join(vs))
+    secs = [t for t in report.get("seconds", []) if t is not None]
+    rate = "-" if sm["cache_hit_rate"] is None else f"{100 * sm['cache_hit_rate']:.1f}%"
+    lines.append(f"  {sm['evaluations']} evaluations, cache hit rate {rate} ({sm['cache_hits']} hits), "
+                 f"wall time {sum(secs):.1f} s over {len(secs)} generations")
+    if _uses_eml(report):
+        lines.append(f"  {EML_NOTE}")
+    return lines
+
+
 def format_report(report: dict) -> str:
     metric = report["task"]["metric"]
     lines = [f"run {report['run']}: task {report['task']['name']}, generation {report['generation']}"
              + (" (interrupted)" if report.get("interrupted") else "")]
+    lines += format_summary(report)
     b = report.get("baselines", {})
+    if b:
+        lines.append("baselines:")
     if "linear" in b:
         lines.append(f"  linear baseline  test {metric} = {b['linear']['test_metrics'].get(metric, float('nan')):.4f}")
     if "oracle" in b:
@@ -157,12 +259,11 @@ def format_report(report: dict) -> str:
         lines.append(f"  reference        test {metric} = {r['test_metrics'].get(metric, float('nan')):.4f}  {r['text']}")
     for title, items in (("hall of fame", report["hall_of_fame"]), ("Pareto front (size vs metric)", report["pareto_front"])):
         lines.append(f"{title}:")
-        lines.append(f"  {'valid':>7} {'test':>7} {'size':>4}  key       rule / weights")
+        lines.append(f"  {'valid':>7} {'test':>7} {'size':>4}  key       rule / infix with fitted weights")
         for e in items:
             t = e["test_metrics"].get(metric, float("nan"))
-            w = ", ".join(f"{v:.4g}" for v in e["weights"])
             lines.append(f"  {e['metric']:7.4f} {t:7.4f} {e['size']:4d}  {e['key'][:8]}  {e['text']}")
-            lines.append(f"  {'':7} {'':7} {'':4}  {'':8}  weights [{w}]")
+            lines.append(f"  {'':7} {'':7} {'':4}  {'':8}  = {e.get('infix') or _infix(e['text'], e['weights'])}")
     win = report.get("winner")
     if win:
         lines.append(f"winner (best finalist through the rerun gate): test {metric} = "
@@ -179,9 +280,14 @@ def format_report(report: dict) -> str:
                      f"search {final.get('search_seconds')} s, real-LM scoring {final.get('seconds')} s")
     gate = report.get("rerun_gate")
     if gate:
-        lines.append("rerun gate (re-fitted on fresh seeds; passes if it beats the linear baseline every time):")
+        lin = b.get("linear", {}).get("text")
+        lines.append("rerun gate (finalists re-fitted on fresh seeds; a finalist passes if it beats the "
+                     f"linear baseline in every rerun; validation {metric}):")
+        if lin:
+            lines.append(f"  baseline: linear rule {lin}")
         for g in gate:
-            lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  " + ", ".join(f"{v:.4f}" for v in g["metrics"]))
+            vs = ", ".join(f"{m:.4f} vs {l:.4f}" for m, l in zip(g["metrics"], g["linear"]))
+            lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  {vs}")
     return "\n".join(lines)
 
 
