@@ -1,0 +1,124 @@
+"""The printed report's summary, distinct gate finalists, the Muller plot's shares, the CLI niceties."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from evo_rules import app
+from evo_rules.gate import distinct_finalists
+from evo_rules.report import EML_NOTE, format_report, gap_closed, summary
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LINEAR = "(add (mul w0 x.color) (mul w1 x.shape))"
+PLUS_ZERO = "(add (mul w0 x.color x.shape) (mul w1 x.color) (mul w2 x.shape))"  # canonical: interaction first
+OTHER = "(mul (exp (mul w0 x.color)) x.shape)"
+
+
+def cli(*args, cwd=None):
+    env = dict(os.environ, PYTHONPATH=ROOT)
+    return subprocess.run([sys.executable, "-m", "evo_rules.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=300, cwd=cwd)
+
+
+@pytest.fixture(scope="module")
+def task():
+    from fitness.registry import get_task
+
+    return get_task("and-match", n_train=100, n_valid=60, n_test=60)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report") / "run"
+    app.run_search({
+        "run": {"seed": 5, "generations": 3, "population": 16},
+        "task": {"name": "and-match", "settings": {"n_train": 200, "n_valid": 100, "n_test": 100}},
+        "search": {"hall_of_fame": 5},
+        "grammar": {"max_size": 15},
+        "fit": {"max_iter": 8},
+        "evaluation": {"backend": "serial"},
+    }, out=str(out), progress=False)
+    return str(out)
+
+
+# ---------------------------------------------------------------------- distinct finalists
+
+def test_the_same_function_with_a_zero_weighted_term_is_not_a_second_finalist(task):
+    rules = [(PLUS_ZERO, [0.0, 0.7, -1.3], 11), (OTHER, [0.5], 6), (LINEAR, [0.7, -1.3], 7)]
+    # the bigger spelling ranks first; the smaller one stands for the pair, at the pair's place
+    assert distinct_finalists(rules, task, 3) == [2, 1]
+    assert distinct_finalists(rules, task, 1) == [2]
+    assert distinct_finalists(rules, task, 0) == []
+
+
+@given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=2, max_size=2),
+       st.floats(0.01, 3), st.booleans())
+def test_distinct_finalists_merge_exactly_the_equal_functions(task, w, extra, zero_first):
+    same = (PLUS_ZERO, [0.0, *w], 11)
+    differs = (PLUS_ZERO, [extra, *w], 11)  # a real interaction term: another function
+    lin = (LINEAR, w, 7)
+    rules = [same, lin] if zero_first else [lin, same]
+    assert distinct_finalists(rules, task, 3) == [rules.index(lin)]
+    assert distinct_finalists([lin, differs], task, 3) == [0, 1]
+
+
+def test_the_report_ranks_ties_to_the_smaller_rule_and_names_its_finalists(run):
+    rep = json.load(open(os.path.join(run, "report.json")))
+    keys = [(-e["metric"], e["size"], e["id"]) for e in rep["hall_of_fame"]]
+    assert keys == sorted(keys)
+    assert rep["finalists"] and set(rep["finalists"]) <= {e["id"] for e in rep["hall_of_fame"]}
+    assert [g["text"] for g in rep["rerun_gate"]] == [
+        next(e["text"] for e in rep["hall_of_fame"] if e["id"] == i) for i in rep["finalists"]]
+    if rep["winner"]:
+        assert rep["winner"]["id"] in rep["finalists"]
+
+
+# ---------------------------------------------------------------------- summary
+
+def test_gap_closed():
+    assert gap_closed(0.8, 0.6, 1.0) == pytest.approx(0.5)
+    assert gap_closed(0.6, 0.6, 1.0) == 0.0
+    assert gap_closed(0.8, 0.6, None) is None and gap_closed(0.8, 0.6, 0.6) is None
+
+
+def test_report_opens_with_the_summary(run):
+    rep = json.load(open(os.path.join(run, "report.json")))
+    sm = rep["summary"]
+    metric = rep["task"]["metric"]
+    rule = rep["winner"] or rep["best"]
+    assert sm["rule"]["text"] == rule["text"] and sm["rule"]["infix"] == rule["infix"]
+    assert sm["test_metric"] == rule["test_metrics"][metric]
+    assert sm["linear"] == rep["baselines"]["linear"]["test_metrics"][metric]
+    assert sm["gap_closed"] == pytest.approx((sm["test_metric"] - sm["linear"]) / (sm["oracle"] - sm["linear"]))
+    assert sm["evaluations"] == sum(r["evals"] for r in rep["logbook"])
+    assert 0 <= sm["cache_hit_rate"] <= 1
+    for key in ("best", "hall_of_fame", "pareto_front", "baselines", "rerun_gate", "winner", "logbook"):
+        assert key in rep  # the keys other code reads stay
+    text = cli("report", run).stdout
+    lines = text.splitlines()
+    assert lines[1] == "summary:" and rule["infix"] in lines[2] and rule["text"] in lines[3]
+    assert "gap closed" in lines[4] and "evaluations, cache hit rate" in lines[5]
+    assert text.count("exp(u) - ln(v)") == (1 if "(eml " in text else 0)
+    assert f"baseline: linear rule {rep['baselines']['linear']['text']}" in text
+    for e in rep["hall_of_fame"]:
+        assert f"= {e['infix']}" in text
+
+
+def test_an_old_report_without_summary_or_infix_still_prints():
+    entry = {"id": 3, "key": "k" * 32, "text": "(eml (mul w0 x.a) w1)", "size": 5, "weights": [1.5, 2.0],
+             "metric": 0.5, "test_metrics": {"acc": 0.6}}
+    rep = {"run": "r", "task": {"name": "t", "metric": "acc"}, "generation": 2, "best": entry,
+           "winner": entry, "hall_of_fame": [entry], "pareto_front": [entry],
+           "baselines": {"linear": {"text": "(mul w0 x.a)", "test_metrics": {"acc": 0.4}, "weights": [1.0]}},
+           "rerun_gate": [{"text": entry["text"], "metrics": [0.5], "linear": [0.3], "passed": True}],
+           "logbook": [{"gen": 0, "evals": 3, "cache_hits": 1}], "seconds": [0.5]}
+    text = format_report(rep)
+    assert "exp(1.5 * a) - log(2)" in text and text.count(EML_NOTE) == 1
+    assert "PASS  (eml (mul w0 x.a) w1)  0.5000 vs 0.3000" in text
+    assert summary(rep)["cache_hit_rate"] == 0.25 and "oracle" not in text.split("baselines:")[0]
