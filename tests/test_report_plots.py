@@ -2,15 +2,14 @@
 
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evo_rules import app
+from test_lineage import cli, run  # noqa: F401 - the tiny run, shared as a fixture
+
 from evo_rules.gate import distinct_finalists
 from evo_rules.report import EML_NOTE, format_report, gap_closed, summary
 
@@ -20,31 +19,11 @@ PLUS_ZERO = "(add (mul w0 x.color x.shape) (mul w1 x.color) (mul w2 x.shape))"  
 OTHER = "(mul (exp (mul w0 x.color)) x.shape)"
 
 
-def cli(*args, cwd=None):
-    env = dict(os.environ, PYTHONPATH=ROOT)
-    return subprocess.run([sys.executable, "-m", "evo_rules.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=300, cwd=cwd)
-
-
 @pytest.fixture(scope="module")
 def task():
     from fitness.registry import get_task
 
     return get_task("and-match", n_train=100, n_valid=60, n_test=60)
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("report") / "run"
-    app.run_search({
-        "run": {"seed": 5, "generations": 3, "population": 16},
-        "task": {"name": "and-match", "settings": {"n_train": 200, "n_valid": 100, "n_test": 100}},
-        "search": {"hall_of_fame": 5},
-        "grammar": {"max_size": 15},
-        "fit": {"max_iter": 8},
-        "evaluation": {"backend": "serial"},
-    }, out=str(out), progress=False)
-    return str(out)
 
 
 # ---------------------------------------------------------------------- distinct finalists
