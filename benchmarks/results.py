@@ -32,7 +32,7 @@ sys.path.insert(0, ROOT)  # run from a checkout without installing
 
 README = os.path.join(ROOT, "README.md")
 RUNS = os.path.join(ROOT, "runs")
-WALL = "results-wall.json"  # the wall time of the run, written beside its report
+WALL = "results-wall.json"  # the run's wall time and commit, written beside its report
 
 SUITE_HEADER = ("task (config)", "searched", "linear", "oracle", "best reference", "gap closed",
                 "size", "time")
@@ -84,6 +84,7 @@ def all_names(runs: str = RUNS) -> list[str]:
 def run_config(config: str, folder: str, extra: tuple = ()) -> tuple[dict, float]:
     """`evo-rules run CONFIG --out FOLDER` in a subprocess; (its report, wall seconds)."""
     cmd = [sys.executable, "-m", "evo_rules.cli", "run", config, "--out", folder, "--quiet", *extra]
+    commit = commit_line()
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     seconds = time.perf_counter() - t0
@@ -91,7 +92,7 @@ def run_config(config: str, folder: str, extra: tuple = ()) -> tuple[dict, float
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise RuntimeError(f"{config}: evo-rules run exited {proc.returncode}: {tail}")
     with open(os.path.join(folder, WALL), "w", encoding="utf-8") as fh:
-        json.dump({"seconds": seconds}, fh)
+        json.dump({"seconds": seconds, "commit": commit}, fh)
     return read_run(folder)[0], seconds
 
 
@@ -106,6 +107,15 @@ def read_run(folder: str) -> tuple[dict, float]:
     except (OSError, ValueError, KeyError):
         seconds = sum(s or 0.0 for s in report.get("seconds", []))
     return report, seconds
+
+
+def run_commit(folder: str) -> str:
+    """The commit a run folder's figures came from (as recorded by run_config)."""
+    try:
+        with open(os.path.join(folder, WALL), encoding="utf-8") as fh:
+            return str(json.load(fh)["commit"])
+    except (OSError, ValueError, KeyError):
+        return "commit unknown (not run by this script)"
 
 
 # ------------------------------------------------------------------ cells
@@ -394,7 +404,8 @@ def main(argv=None) -> int:
         if not m or m.group(1) != f"{report['final']['last_chunk_only']:.4f}":
             diffs.append(f"stage 3 last chunk only: README {m.group(1) if m else '(none)'}, "
                          f"rerun {report['final']['last_chunk_only']:.4f}")
-    print(f"Figures from {commit_line()} ({time.strftime('%Y-%m-%d')}); run folders in {out_dir}")
+    commits = sorted({run_commit(os.path.join(out_dir, n)) for n in reports}) or [commit_line()]
+    print(f"Figures from {', '.join(commits)} ({time.strftime('%Y-%m-%d')}); run folders in {out_dir}")
     if args.check:
         if diffs:
             print(f"\n--check: {len(diffs)} difference(s) from README.md:")

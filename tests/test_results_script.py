@@ -50,6 +50,7 @@ def test_suite_row_from_a_tiny_run(tiny_run):
     assert results.readme_rows(table, results.SUITE_HEADER) == {"and-match": row}
     # a rerun reading the folder gives the same row (--reuse), wall time included
     assert results.suite_row("and-match", *results.read_run(folder)) == row
+    assert results.run_commit(folder).startswith("commit ") and "unknown" not in results.run_commit(folder)
 
 
 def test_readme_tables_parse_and_cover_every_config():
