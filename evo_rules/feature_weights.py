@@ -4,8 +4,11 @@
 standardised within their groups (the listwise loss ignores a shift shared by a group, so a
 column is centred per group and divided by its pooled within-group standard deviation).
 A feature that never varies inside a group (bAbI's hop, the anchor's word indicators) cannot
-enter a linear rule at all: the fit says nothing about it, so it gets the mean weight of the
-others; it matters only in products, which is what the search is for. Every weight is at
+enter a linear rule at all: it matters only in products. It is weighted by the largest
+|weight| of its products with the varying features in a linear fit over those features and
+the products (one fit per such feature, on the first `PROBE_ROWS` rows), and each partner of
+a product gets at least that weight too. This finds which pairs carry signal, not a rule: the
+search still has to assemble them. Every weight is at
 least `FLOOR` of the largest, so every feature stays reachable. Fitted on the train batch
 only, deterministically: one config gives one grammar.
 """
@@ -45,27 +48,65 @@ def _standardised(x: np.ndarray, groups: np.ndarray | None) -> np.ndarray | None
 
 def linear_weights(task, features: Sequence[str], max_iter: int = 20) -> tuple[float, ...]:
     b = task.batch("train")
-    Z = {f: _standardised(np.asarray(b.X[f], dtype=np.float64), b.groups) for f in features}
+    X = {f: np.asarray(b.X[f], dtype=np.float64) for f in features}
+    Z = {f: _standardised(X[f], b.groups) for f in features}
     varying = [f for f in features if Z[f] is not None]
     u = dict.fromkeys(features, 0.0)
-    if varying:
-        text = "(add " + " ".join(f"(mul w x.{f})" for f in varying) + ")" if len(varying) > 1 \
-            else f"(mul w x.{varying[0]})"
-        rule = parse(text)
-        res = fit(rule, {f: Z[f] for f in varying}, b.y, loss=task.loss, groups=b.groups,
-                  max_iter=max_iter)
-        w = np.asarray(res.weights, dtype=np.float64)
-        if res.valid and np.all(np.isfinite(w)):
-            # the rule is linear without a constant: its value at the unit vector e_f is w_f
-            for f in varying:
-                X = {h: np.zeros(1) for h in varying}
-                X[f] = np.ones(1)
-                u[f] = abs(float(rule.evaluate(X, w)[0]))
+    u.update(_fitted_magnitudes({f: Z[f] for f in varying}, b, task.loss, max_iter))
+    # a feature constant inside every group acts only in products: probe it by a linear fit over
+    # the varying features and its products with them, on the first PROBE_ROWS rows
+    rows = _probe_rows(b)
+    sub = _Rows(b.y[rows], None if b.groups is None else b.groups[rows])
+    for c in (f for f in features if Z[f] is None):
+        cols = {f: _standardised(X[f][rows], sub.groups) for f in varying}
+        for f in varying:
+            cols[f"p__{f}"] = _standardised(X[c][rows] * X[f][rows], sub.groups)
+        mags = _fitted_magnitudes({k: v for k, v in cols.items() if v is not None}, sub,
+                                  task.loss, max_iter)
+        for f in varying:
+            m = mags.get(f"p__{f}", 0.0)
+            u[c] = max(u[c], m)
+            u[f] = max(u[f], m)  # the partner of a useful product is useful too
     top = max(u.values())
     if top <= 0:
         return tuple(1.0 for _ in features)
-    mean = float(np.mean([u[f] for f in varying]))
-    for f in features:
-        if Z[f] is None:
-            u[f] = mean
-    return tuple(FLOOR + (1.0 - FLOOR) * min(u[f] / top, 1.0) for f in features)
+    return tuple(FLOOR + (1.0 - FLOOR) * u[f] / top for f in features)
+
+
+PROBE_ROWS = 8000
+
+
+class _Rows:
+    """The labels and groups of a row subset (what `_fitted_magnitudes` reads)."""
+
+    def __init__(self, y, groups):
+        self.y, self.groups = y, groups
+
+
+def _probe_rows(b) -> np.ndarray:
+    """The first rows of the batch, whole groups only (at least one group)."""
+    n = min(PROBE_ROWS, len(b.y))
+    if b.groups is None or n == len(b.y):
+        return np.arange(n)
+    cut = b.groups[n - 1]
+    return np.flatnonzero(b.groups < max(cut, 1))
+
+
+def _fitted_magnitudes(Z: dict, b, loss: str, max_iter: int) -> dict[str, float]:
+    """|fitted weight| of each column of a linear rule over the columns of Z (listwise or not,
+    as the task's loss); {} when nothing varies or the fit fails."""
+    names = list(Z)
+    if not names:
+        return {}
+    terms = " ".join(f"(mul w x.{f})" for f in names)
+    rule = parse(f"(add {terms})" if len(names) > 1 else terms)
+    res = fit(rule, Z, b.y, loss=loss, groups=b.groups, max_iter=max_iter)
+    w = np.asarray(res.weights, dtype=np.float64)
+    if not res.valid or not np.all(np.isfinite(w)):
+        return {}
+    out = {}
+    for f in names:  # the rule is linear without a constant: its value at the unit vector e_f is w_f
+        e = {h: np.zeros(1) for h in names}
+        e[f] = np.ones(1)
+        out[f] = abs(float(rule.evaluate(e, w)[0]))
+    return out

@@ -193,9 +193,10 @@ def test_linear_feature_weights(generic2):
     assert feature_weights("uniform", generic2, generic2.features) == ()
     w = dict(zip(generic2.features, feature_weights("linear", generic2, generic2.features)))
     assert all(FLOOR <= v <= 1.0 for v in w.values()) and max(w.values()) == 1.0
-    # group-constant features (no linear evidence) all get the same, neutral weight
-    const = [f for f in generic2.features if f.startswith("a_")] + ["hop"]
-    assert len({w[f] for f in const}) == 1
+    # the anchor's words are constant within a group: only their products with the candidate's
+    # features can say they matter, and some do (what the previous hop did changes the next)
+    anchor = {f: v for f, v in w.items() if f.startswith("a_")}
+    assert max(anchor.values()) > FLOOR + 0.2 and min(anchor.values()) < max(anchor.values())
     with pytest.raises(ValueError, match="feature_weights"):
         feature_weights("bogus", generic2, generic2.features)
 
