@@ -1,7 +1,7 @@
-"""bAbI tasks 2 and 3: multi-hop supporting-fact retrieval scored by a rule.
+"""bAbI tasks 1, 2 and 3: multi-hop supporting-fact retrieval scored by a rule.
 
-Data: the bAbI v1.2 English 1k files for task 2 ("two supporting facts") and task 3 ("three
-supporting facts"), shipped unmodified in `fitness/data/` (CC BY 3.0, see LICENSE-babi.md) and
+Data: the bAbI v1.2 English 1k files for task 1 ("single supporting fact", a sanity check),
+task 2 ("two supporting facts") and task 3 ("three supporting facts"), shipped unmodified in `fitness/data/` (CC BY 3.0, see LICENSE-babi.md) and
 read through `importlib.resources`, so an installed package works without the source tree.
 
 The problem
@@ -43,6 +43,10 @@ statement and question text (never from answers or supporting ids):
 
 Features (one float64 column per feature, all finite)
 -----------------------------------------------------
+Two sets, `[task.settings] features`: "engineered" (the default, below: it knows bAbI through
+`askable`, `anchor_persist`, `focus_latest` and its stop words) and "generic"
+(`fitness/babi_generic.py`: positions, overlaps, latest mentions and word indicators from the
+train stories, no bAbI lexicon; `vocab_size` words, default 40).
 A rule names a feature as `x.NAME`; `Batch.X` and the mapping a scorer receives are keyed by the
 bare NAME (what `Rule.evaluate` looks up), in the order of `FEATURES`.
 With n candidates c = 0..n-1 in story order, chosen chain C (hops < i) and anchor a = the most
@@ -73,7 +77,8 @@ API
 ---
 - `parse_babi(text, source)`, `load_babi_file(path)`, `load_babi(task, split)` -> list[Story];
   `BabiFormatError` names the file and line and shows the line.
-- `BabiTask(task=2|3, valid_fraction=0.2, chain_order="file")`: the `fitness.base.Task`
+- `BabiTask(task=1|2|3, valid_fraction=0.2, chain_order="file", features="engineered",
+  vocab_size=None)`: the `fitness.base.Task`
   protocol. Splits: train = train file minus its last `valid_fraction` of stories, valid = those
   stories, test = test file. `batch(part)`: one listwise group per (question, hop), teacher
   forced, chosen sentences removed from the group, y = 1 on the true sentence of the hop.
