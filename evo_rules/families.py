@@ -66,6 +66,7 @@ class Family:
     best_by_gen: dict[int, float] = field(default_factory=dict)  # running best per generation
     births_by_gen: dict[int, int] = field(default_factory=dict)
     name: str = ""
+    parent_family: int | None = None  # the family of its founder's first parent (None: a root)
 
     @property
     def size(self) -> int:
@@ -157,6 +158,7 @@ def families(folder: str, recs: Iterable[dict] | None = None) -> list[Family]:
     head_of: dict[int, str] = {}
     info: dict[int, tuple[int, float | None, str, int]] = {}  # id -> (gen, metric, text, size)
     last_use: dict[int, int] = {}  # id -> last generation it was a parent
+    first_parent: dict[int, tuple[int, ...]] = {}
     order: list[int] = []
 
     def find(x: int) -> int:
@@ -173,6 +175,7 @@ def families(folder: str, recs: Iterable[dict] | None = None) -> list[Family]:
         parent[i] = i
         head_of[i] = h
         info[i] = (gen, rec["metric"], rec["text"], int(rec["size"]))
+        first_parent[i] = tuple(rec["parents"][:1])
         order.append(i)
         for p in rec["parents"]:
             if p in head_of:
@@ -217,7 +220,44 @@ def families(folder: str, recs: Iterable[dict] | None = None) -> list[Family]:
     for n, fam in enumerate(ranked, 1):
         fam.id = n
         fam.name = f"F{n} {shorten(fam.best_text or info[fam.founder][2])}"
+    fam_of = {i: f.id for f in ranked for i in f.members}
+    for fam in ranked:
+        fam.parent_family = next((fam_of[p] for p in first_parent.get(fam.founder, ()) if p in fam_of), None)
     return ranked
+
+
+def muller_shares(fams: list[Family], shown: list[Family]) -> tuple[list[int], list[Family], list[list[float]]]:
+    """The Muller plot's data: (generations, families in stacking order, shares) where
+    shares[k][g] is family k's share of the rules born in generation g; the families not in
+    `shown` are pooled in a last row. Births, not the surviving population: the lineage records
+    births only, and a checkpoint holds the last population only. Stacking order nests each
+    family next to the family it descends from (depth first from the roots, earliest first), the
+    usual Muller layout. Every generation's shares sum to 1."""
+    births: dict[int, int] = {}
+    for f in fams:
+        for g, n in f.births_by_gen.items():
+            births[g] = births.get(g, 0) + n
+    gens = sorted(g for g, n in births.items() if n > 0)
+    keep = {f.id: f for f in shown}
+    by_id = {x.id: x for x in fams}
+    children: dict[int | None, list[Family]] = {}
+    for f in shown:  # a shown family hangs under its nearest shown ancestor family
+        up, seen = f.parent_family, {f.id}
+        while up is not None and up not in keep and up not in seen:
+            seen.add(up)
+            up = by_id[up].parent_family if up in by_id else None
+        children.setdefault(up if up in keep and up != f.id else None, []).append(f)
+    order: list[Family] = []
+
+    def visit(parent):
+        for f in sorted(children.get(parent, []), key=lambda f: (f.first_gen, f.founder)):
+            order.append(f)
+            visit(f.id)
+
+    visit(None)
+    counts = [[f.births_by_gen.get(g, 0) for g in gens] for f in order]
+    counts.append([births[g] - sum(c[k] for c in counts) for k, g in enumerate(gens)])
+    return gens, order, [[n / births[g] for n, g in zip(c, gens)] for c in counts]
 
 
 def family_index(fams: Iterable[Family]) -> dict[int, int]:

@@ -8,13 +8,22 @@
 - `ancestry.png`: the ancestry of the run's best rule, layered by generation (ancestors at the
   top): its line of first parents back to generation 0 first, then crossover donors, up to
   `max_nodes` rules; nodes show id, generation, metric and the shortened rule, edges the
-  operator (dashed: a crossover donor); "+k" marks a rule with k ancestors not drawn.
+  operator (dashed: a crossover donor); "+k" marks a rule with k ancestors not drawn. An edge
+  whose straight line would cross another node is routed around it through the gaps between
+  columns; a colour bar and a legend explain node colours and borders.
 - `pareto.png`: the Pareto front (size vs metric) of all valid rules born up to a few
   generations. The lineage records births, not survival; for NSGA-II selection this front is
   exactly the population's first front (a non-dominated rule is never dropped). Grey dots are
   every valid rule born in the run.
-- `logbook.png`: best and median metric of the population per generation, and evaluations,
-  cache hits, duplicates dropped and invalid rules per generation.
+  The winner (star) and the linear and reference rules (diamonds: their sizes and validation
+  metrics) are marked, the oracle drawn as a line; the title lists the generations shown.
+- `logbook.png`: best and median metric of the population per generation, with the linear
+  baseline and the oracle as horizontal lines (from report.json), and evaluations, cache hits,
+  duplicates dropped and invalid rules per generation.
+- `muller.png`: a Muller plot: each family's share (stacked areas) of the rules born in each
+  generation, families nested next to the family they descend from (`families.muller_shares`).
+  The lineage records births, not the surviving population (a checkpoint holds only the last
+  population), so the shares are of births; the title says so.
 
 Only matplotlib (Agg, through `matplotlib.figure.Figure`: no pyplot state, no display).
 """
@@ -22,34 +31,54 @@ Only matplotlib (Agg, through `matplotlib.figure.Figure`: no pyplot state, no di
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import defaultdict
 
+import numpy as np
 from matplotlib.figure import Figure
 
 from . import checkpoint
-from .families import Family, families, shorten
+from .families import Family, families, muller_shares, shorten
 from .lineage_graph import best_individual, records
 
-PLOTS = ("families.png", "ancestry.png", "pareto.png", "logbook.png")
+PLOTS = ("families.png", "ancestry.png", "pareto.png", "logbook.png", "muller.png")
 TOP_FAMILIES = 8
 
 
-def _run_info(folder: str) -> tuple[str, str, list[dict]]:
-    """(run title, metric name, logbook rows) from report.json, else from the checkpoint."""
+def _run_info(folder: str) -> tuple[str, str, list[dict], dict]:
+    """(run title, metric name, logbook rows, report) from report.json, else from the checkpoint
+    (report {})."""
     try:
         with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
             rep = json.load(fh)
         return (f"{rep['task']['name']} — {os.path.basename(os.path.abspath(folder))}",
-                rep["task"].get("metric", "metric"), rep.get("logbook", []))
+                rep["task"].get("metric", "metric"), rep.get("logbook", []), rep)
     except (OSError, ValueError, KeyError):
         pass
     try:
         state = checkpoint.read_latest(folder)
         return (f"{state['task']['name']} — {os.path.basename(os.path.abspath(folder))}", "metric",
-                state.get("logbook", []))
+                state.get("logbook", []), {})
     except (ValueError, OSError, KeyError):
-        return os.path.basename(os.path.abspath(folder)), "metric", []
+        return os.path.basename(os.path.abspath(folder)), "metric", [], {}
+
+
+def baseline_marks(report: dict, metric: str) -> list[dict]:
+    """The report's baselines as plot marks: name, validation metric where the report has it
+    (else the test metric, said in `split`), and size (None for the oracle)."""
+    b = report.get("baselines", {})
+    rules = [("linear rule", b.get("linear")), ("oracle", b.get("oracle"))]
+    rules += [(f"reference {k + 1}", r) for k, r in enumerate(b.get("reference", []))]
+    marks = []
+    for name, r in rules:
+        if not r:
+            continue
+        split = "validation" if metric in r.get("valid_metrics", {}) else "test"
+        value = r.get("valid_metrics" if split == "validation" else "test_metrics", {}).get(metric)
+        if value is not None:
+            marks.append({"name": name, "value": float(value), "split": split, "size": r.get("size")})
+    return marks
 
 
 def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
@@ -60,13 +89,15 @@ def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
     recs = list(records(folder))
     if not recs:
         raise ValueError(f"{folder}: the lineage is empty (no generation finished)")
-    title, metric, logbook = _run_info(folder)
+    title, metric, logbook, report = _run_info(folder)
     fams = families(folder, recs)
+    marks = baseline_marks(report, metric)
     paths = [os.path.join(out, name) for name in PLOTS]
     plot_families(fams, logbook, metric, title, paths[0], top)
     plot_ancestry(recs, best_individual(folder, recs), fams, metric, title, paths[1], max_nodes)
-    plot_pareto(recs, metric, title, paths[2])
-    plot_logbook(logbook, metric, title, paths[3])
+    plot_pareto(recs, metric, title, paths[2], winner=report.get("winner"), marks=marks)
+    plot_logbook(logbook, metric, title, paths[3], marks=marks)
+    plot_muller(fams, title, paths[4], top, metric)
     return paths
 
 
@@ -80,6 +111,16 @@ def _pick_families(fams: list[Family], top: int) -> list[Family]:
     several = [f for f in valid[1:] if f.size > 1]
     rest = several if len(several) >= top - 1 else valid[1:]
     return [valid[0]] + rest[: top - 1]
+
+
+def _families_caption(fams: list[Family], chosen: list[Family], metric: str) -> str:
+    """Which families a plot shows and why the others are left out."""
+    left = len(fams) - len(chosen)
+    if not left:
+        return f"all {len(fams)} rule families"
+    singles = any(f.size == 1 for f in fams[1:]) and all(f.size > 1 for f in chosen[1:])
+    return (f"top {len(chosen)} of {len(fams)} rule families by best {metric} ({left} left out for "
+            "readability" + ("; families of a single rule skipped" if singles else "") + ")")
 
 
 def plot_families(fams: list[Family], logbook: list[dict], metric: str, title: str, path: str,
@@ -113,8 +154,8 @@ def plot_families(fams: list[Family], logbook: list[dict], metric: str, title: s
                     marker="." if len(span) < 30 else None)
     ax.set_ylabel(f"best validation {metric} so far")
     ax.grid(alpha=0.3)
-    ax.set_title(f"{title}: the top {len(chosen)} of {len(fams)} rule families "
-                 "(o = founded, x = died out)", fontsize=11)
+    ax.set_title(f"{title}: {_families_caption(fams, chosen, metric)}\n(o = founded, x = died out)",
+                 fontsize=11)
     births.xaxis.set_major_locator(MaxNLocator(integer=True))
     births.set_xlabel("generation")
     births.set_ylabel("rules born in the family")
@@ -237,13 +278,13 @@ def plot_ancestry(recs: list[dict], best: int | None, fams: list[Family], metric
     pos = {n: (col_of[x[n]] * col_w, -row[by_id[n]["gen"]]) for n in nodes}
     metrics = [by_id[n]["metric"] for n in nodes if by_id[n]["metric"] is not None]
     norm = mcolors.Normalize(min(metrics, default=0.0), max(metrics, default=1.0))
-    cmap = matplotlib.colormaps["viridis"]
+    # viridis lightened (the text stays readable); the colour bar shows the same map
+    cmap = mcolors.ListedColormap(0.55 + 0.45 * matplotlib.colormaps["viridis"](np.linspace(0, 1, 256))[:, :3])
     boxes = {}
     for n in nodes:
         r = by_id[n]
         m = r["metric"]
-        face = cmap(norm(m)) if m is not None else (0.85, 0.85, 0.85, 1.0)
-        light = tuple(0.55 + 0.45 * c for c in face[:3])
+        light = cmap(norm(m)) if m is not None else (0.85, 0.85, 0.85, 1.0)
         hidden = sum(1 for p in r["parents"] if p not in keep)
         more = f"  +{_count_ancestors(by_id, n)}" if hidden else ""
         head = (f"#{n} F{fam_of.get(n, '?')} {r['op']}  {metric} "
@@ -253,22 +294,6 @@ def plot_ancestry(recs: list[dict], best: int | None, fams: list[Family], metric
                            bbox={"boxstyle": "round,pad=0.3", "fc": light,
                                  "ec": "crimson" if n == best else "0.3",
                                  "lw": 2.0 if n == best else 0.8})
-    fig.canvas.draw()  # lays the boxes out, so arrows can be clipped at their edges
-    for n in nodes:
-        for k, p in enumerate(dict.fromkeys(by_id[n]["parents"])):  # a self-cross: one edge
-            if p not in keep:
-                continue
-            (x0, y0), (x1, y1) = pos[p], pos[n]
-            ax.add_patch(FancyArrowPatch((x0, y0), (x1, y1), arrowstyle="-|>", mutation_scale=10,
-                                         lw=1.0, color="0.35", linestyle="--" if k > 0 else "-",
-                                         patchA=boxes[p].get_bbox_patch(),
-                                         patchB=boxes[n].get_bbox_patch(), zorder=1))
-            # a first parent's label half a row above the child, a donor's half a row below
-            # the donor: two edges into one child keep their labels apart
-            t = 0.5 / (y0 - y1) if k > 0 else 1 - 0.5 / (y0 - y1)
-            ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), by_id[n]["op"] if k == 0 else "donor",
-                    fontsize=6.5, ha="center", va="center", color="0.2", zorder=2, style="italic",
-                    bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.9})
     ax.set_xlim(-col_w * 0.55, col_w * (ncols - 1) + col_w * 0.55)
     ax.set_ylim(-(nrows - 1) - 0.6, 0.6)
     ax.set_yticks([-k for k in range(nrows)], [f"gen {g}" for g in gens], fontsize=8)
@@ -280,8 +305,90 @@ def plot_ancestry(recs: list[dict], best: int | None, fams: list[Family], metric
                  f"ancestors; first-parent line first)\nnode: id, family, operator, {metric}, size "
                  f"(+k: ancestors not drawn); edge label: operator, dashed = crossover donor",
                  fontsize=9.5)
+    _ancestry_legend(fig, ax, cmap, norm, metric)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig).draw()  # lays the boxes (and the axes) out: edges are clipped at and routed around them
+    to_data = ax.transData.inverted()
+    extent = {n: tuple(to_data.transform(b.get_bbox_patch().get_window_extent().get_points()).ravel())
+              for n, b in boxes.items()}
+    lanes = [col_w * (k + 0.5) for k in range(-1, ncols)]
+    for n in nodes:
+        for k, p in enumerate(dict.fromkeys(by_id[n]["parents"])):  # a self-cross: one edge
+            if p not in keep:
+                continue
+            others = [e for m, e in extent.items() if m not in (n, p)]
+            line = route_edge(pos[p], pos[n], others, lanes)
+            style = {"lw": 1.0, "color": "0.35", "linestyle": "--" if k > 0 else "-"}
+            if len(line) > 2:  # routed: the bends drawn as a line, the last leg as the arrow
+                ax.plot([q[0] for q in line[:-1]], [q[1] for q in line[:-1]], zorder=1, **style)
+            ax.add_patch(FancyArrowPatch(line[-2], line[-1], arrowstyle="-|>", mutation_scale=10,
+                                         patchA=boxes[p].get_bbox_patch() if len(line) == 2 else None,
+                                         patchB=boxes[n].get_bbox_patch(), zorder=1, **style))
+            (x0, y0), (x1, y1) = (line[2], line[3]) if len(line) > 2 else (pos[p], pos[n])
+            # a first parent's label half a row above the child, a donor's half a row below
+            # the donor: two edges into one child keep their labels apart
+            t = 0.5 if len(line) > 2 else (0.5 / (y0 - y1) if k > 0 else 1 - 0.5 / (y0 - y1))
+            ax.text(x0 + t * (x1 - x0), y0 + t * (y1 - y0), by_id[n]["op"] if k == 0 else "donor",
+                    fontsize=6.5, ha="center", va="center", color="0.2", zorder=2, style="italic",
+                    bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.9})
     fig.savefig(path, dpi=110)
     return path
+
+
+def _ancestry_legend(fig, ax, cmap, norm, metric: str) -> None:
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    fig.colorbar(ScalarMappable(norm=norm, cmap=cmap), ax=ax, shrink=0.8, pad=0.01,
+                 label=f"node colour: validation {metric}")
+    ax.legend(handles=[Patch(fc="white", ec="crimson", lw=2, label="the best rule"),
+                       Patch(fc=(0.85, 0.85, 0.85), ec="0.3", label="invalid rule"),
+                       Line2D([], [], color="0.35", lw=1, label="first parent (label: operator)"),
+                       Line2D([], [], color="0.35", lw=1, ls="--", label="crossover donor")],
+              loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=7, frameon=False)
+
+
+def _crosses(a, b, box, margin: float = 0.02) -> bool:
+    """Does the segment a-b pass through the box (x0, y0, x1, y1), grown by `margin`?
+    (Liang-Barsky clipping: the segment's parameter range inside the box is not empty.)"""
+    x0, y0, x1, y1 = box
+    lo, hi = 0.0, 1.0
+    for d, start, low, high in ((b[0] - a[0], a[0], x0 - margin, x1 + margin),
+                                (b[1] - a[1], a[1], y0 - margin, y1 + margin)):
+        if d == 0:
+            if not low <= start <= high:
+                return False
+            continue
+        t0, t1 = sorted(((low - start) / d, (high - start) / d))
+        lo, hi = max(lo, t0), min(hi, t1)
+        if lo > hi:
+            return False
+    return True
+
+
+def route_edge(a, b, obstacles, lanes, half: float = 0.5, shift: float = 0.3) -> list[tuple[float, float]]:
+    """A parent -> child edge (`a` above `b`, node centres) as a polyline that crosses none of
+    the `obstacles` (boxes (x0, y0, x1, y1) of the other nodes): straight when that is clear,
+    else down half a row, along to a free lane (x between columns), down to half a row above the
+    child, and across into it; the nearest lane that is clear is taken. The legs leave and enter
+    the nodes `shift` towards the lane, so they do not run on top of a straight edge."""
+    a, b = (float(a[0]), float(a[1])), (float(b[0]), float(b[1]))
+
+    def clear(line):
+        return not any(_crosses(p, q, box) for p, q in zip(line, line[1:]) for box in obstacles)
+
+    if clear([a, b]):
+        return [a, b]
+    mid = (a[0] + b[0]) / 2
+    for lane in sorted(lanes, key=lambda x: (abs(x - mid), x)):
+        xa, xb = a[0] + math.copysign(shift, lane - a[0]), b[0] + math.copysign(shift, lane - b[0])
+        line = [(xa, a[1]), (xa, a[1] - half), (lane, a[1] - half), (lane, b[1] + half), (xb, b[1] + half),
+                (xb, b[1])]
+        if clear(line):
+            return line
+    return [a, b]  # nowhere to go (cannot happen with lanes between columns): straight
 
 
 # ---------------------------------------------------------------------- 3. Pareto fronts
@@ -297,7 +404,8 @@ def _front(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
     return out
 
 
-def plot_pareto(recs: list[dict], metric: str, title: str, path: str, n_fronts: int = 5) -> str:
+def plot_pareto(recs: list[dict], metric: str, title: str, path: str, n_fronts: int = 5,
+                winner: dict | None = None, marks: list[dict] = ()) -> str:
     import matplotlib
     from matplotlib.ticker import MaxNLocator
 
@@ -323,29 +431,50 @@ def plot_pareto(recs: list[dict], metric: str, title: str, path: str, n_fronts: 
                     color=cmap(0.9 * k / max(len(picks) - 1, 1)), lw=1.8, marker="o", ms=4.5,
                     label=f"front of rules born up to generation {g} ({len(front)} rules)",
                     zorder=2 + k)
-        ax.set_xlim(0, max(s for _, s, _ in valid) + 1)
+        _mark_pareto(ax, winner, marks, metric)
+        ax.set_xlim(0, max([s for _, s, _ in valid] + [m["size"] for m in marks if m["size"]]) + 1)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlabel("rule size (nodes of the canonical term)")
         ax.grid(alpha=0.3)
     full.set_ylabel(f"validation {metric}")
     full.set_title("every valid rule", fontsize=10)
     # zoom: the upper half of every front (small rules with poor metrics fall below it)
-    top = max(m for f in fronts.values() for _, m in f)
+    top = max([m for f in fronts.values() for _, m in f]
+              + [m["value"] for m in marks if m["split"] == "validation"])
     low = min(sorted(m for _, m in f)[len(f) // 2] for f in fronts.values())
     span = max(top - low, 1e-3)
     zoom.set_ylim(low - 0.35 * span, top + 0.15 * span)
     zoom.set_title("zoom on the top of the fronts", fontsize=10)
     zoom.legend(loc="upper left", fontsize=8)
-    fig.suptitle(f"{title}: Pareto front (size vs validation {metric}) at {len(picks)} generations "
-                 "\n(all rules born up to each generation; with NSGA-II this is the population's "
-                 "first front)", fontsize=10.5)
+    fig.suptitle(f"{title}: Pareto front (size vs validation {metric}) after generations "
+                 f"{', '.join(map(str, picks))} of 0–{last}\n(all rules born up to each generation; with "
+                 "NSGA-II this is the population's first front)", fontsize=10.5)
     fig.savefig(path, dpi=110)
     return path
 
 
+def _mark_pareto(ax, winner: dict | None, marks: list[dict], metric: str) -> None:
+    """The winner (star), the baseline rules at their sizes (diamonds), the oracle (a line)."""
+    if winner:
+        ax.plot(winner["size"], winner["metric"], "*", ms=16, color="crimson", mec="k", zorder=20,
+                label=f"winner (size {winner['size']}, {metric} {winner['metric']:.4f})")
+    for k, m in enumerate(marks):
+        label = f"{m['name']}: {m['split']} {metric} {m['value']:.4f}"
+        if m["size"] is None:
+            ax.axhline(m["value"], color="k", ls=":", lw=1.3, label=label, zorder=1)
+        elif m["split"] == "validation":  # a test metric would not belong on these axes
+            ax.plot(m["size"], m["value"], "D", ms=7, mec="k", zorder=19,
+                    color="C3" if m["name"] == "linear rule" else f"C{(k + 4) % 10}",
+                    label=f"{label}, size {m['size']}")
+
+
 # ---------------------------------------------------------------------- 4. logbook
 
-def plot_logbook(logbook: list[dict], metric: str, title: str, path: str) -> str:
+_MARK_STYLE = {"linear rule": ("C3", "--"), "oracle": ("k", ":")}
+
+
+def plot_logbook(logbook: list[dict], metric: str, title: str, path: str,
+                 marks: list[dict] = ()) -> str:
     fig = Figure(figsize=(9, 7), layout="constrained")
     ax1, ax2 = fig.subplots(2, 1, sharex=True)
     rows = [r for r in logbook if "gen" in r]
@@ -355,6 +484,11 @@ def plot_logbook(logbook: list[dict], metric: str, title: str, path: str) -> str
         if pts:
             ax1.plot([g for g, _ in pts], [v for _, v in pts], style, ms=3.5, lw=1.6,
                      label=f"{key} {metric} of the population")
+    for m in marks:  # the references are rules of the Pareto plot; here: the two yardsticks
+        if m["name"] in _MARK_STYLE:
+            color, ls = _MARK_STYLE[m["name"]]
+            ax1.axhline(m["value"], color=color, ls=ls, lw=1.3,
+                        label=f"{m['name']}: {m['split']} {metric} {m['value']:.4f}")
     ax1.set_ylabel(f"validation {metric}")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8, loc="lower right")
@@ -376,5 +510,34 @@ def plot_logbook(logbook: list[dict], metric: str, title: str, path: str) -> str
                             for e, h, r in zip(evals, hits, rows)) * 1.08 + 1)
     if not rows:
         ax1.text(0.5, 0.5, "no logbook (no generation finished)", ha="center", transform=ax1.transAxes)
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ---------------------------------------------------------------------- 5. Muller plot
+
+def plot_muller(fams: list[Family], title: str, path: str, top: int = TOP_FAMILIES,
+                metric: str = "metric") -> str:
+    chosen = _pick_families(fams, top)
+    colour = {f.id: f"C{k % 10}" for k, f in enumerate(chosen)}  # as in families.png
+    gens, order, shares = muller_shares(fams, chosen)
+    fig = Figure(figsize=(11, 5.2 + 0.2 * (len(order) + 1)), layout="constrained")
+    ax = fig.add_subplot()
+    labels = [f"F{f.id}  {shorten(f.best_text)}  [{f.head}]" for f in order]
+    labels.append(f"the other {len(fams) - len(order)} families")
+    colours = [colour[f.id] for f in order] + ["0.85"]
+    if len(gens) == 1:  # one generation: a bar, not an area of zero width
+        gens, shares = [gens[0] - 0.4, gens[0] + 0.4], [row * 2 for row in shares]  # [a] -> [a, a]
+    ax.stackplot(gens, shares, labels=labels, colors=colours, alpha=0.9, lw=0.3, edgecolor="white")
+    ax.set_xlim(gens[0], gens[-1])
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("generation")
+    ax.set_ylabel("share of the rules born in the generation")
+    ax.grid(alpha=0.25)
+    ax.set_title(f"{title}: Muller plot of rule families\n{_families_caption(fams, chosen, metric)}\n"
+                 "shares of the rules BORN in each generation (the lineage records births, not the "
+                 "surviving population);\nfamilies stacked next to the family they descend from",
+                 fontsize=10)
+    fig.legend(loc="outside lower center", ncol=1, frameon=False, prop={"family": "monospace", "size": 8})
     fig.savefig(path, dpi=110)
     return path

@@ -164,20 +164,34 @@ def reference_texts(task) -> list[str]:
 
 
 def baselines(search, test_of) -> dict:
+    """Test metrics of the linear rule, the references and the oracle, and (for plots next to the
+    search's validation metrics) their validation metrics and the rules' sizes."""
+    from .evaluate import evaluate_rule
+
     task = search.task
+
+    def valid_of(text):
+        return evaluate_rule(text, task, search.config.fit_settings, part="valid")["metrics"]
+
     out = {}
     if hasattr(task, "linear_rule_text"):
         text = task.linear_rule_text()
         r = test_of(text)
-        out["linear"] = {"text": r["text"], "test_metrics": r["metrics"], "weights": r["weights"]}
+        out["linear"] = {"text": r["text"], "test_metrics": r["metrics"], "weights": r["weights"],
+                         "size": r["size"], "valid_metrics": valid_of(text)}
     if hasattr(task, "reference_rules"):
         refs = []
         for text in reference_texts(task):
             r = test_of(text)
-            refs.append({"text": r["text"], "test_metrics": r["metrics"]})
+            refs.append({"text": r["text"], "test_metrics": r["metrics"], "size": r["size"],
+                         "valid_metrics": valid_of(text)})
         out["reference"] = refs
     if hasattr(task, "oracle"):
         out["oracle"] = {"test_metrics": {task.metric_name: float(task.oracle("test"))}}
+        try:
+            out["oracle"]["valid_metrics"] = {task.metric_name: float(task.oracle("valid"))}
+        except (KeyError, ValueError):  # a task whose oracle knows the test split only
+            pass
     return out
 
 

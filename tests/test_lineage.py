@@ -132,13 +132,14 @@ def test_families_cover_every_rule_once(run):
     assert fams[0].best == best_individual(run)  # F1 holds the report's best rule
 
 
-def test_plot_writes_four_pngs(run, tmp_path):
+def test_plot_writes_five_pngs(run, tmp_path):
     folder = tmp_path / "copy"
     shutil.copytree(run, folder)
     res = cli("plot", str(folder))
     assert res.returncode == 0, res.stderr
     names = sorted(os.listdir(folder / "plots"))
-    assert names == ["ancestry.png", "families.png", "logbook.png", "pareto.png"]
+    assert names == ["ancestry.png", "families.png", "logbook.png", "muller.png", "pareto.png"]
+    assert sorted(os.path.basename(line) for line in res.stdout.split()) == names
     for name in names:
         data = (folder / "plots" / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000

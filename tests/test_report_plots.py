@@ -101,3 +101,51 @@ def test_an_old_report_without_summary_or_infix_still_prints():
     assert "exp(1.5 * a) - log(2)" in text and text.count(EML_NOTE) == 1
     assert "PASS  (eml (mul w0 x.a) w1)  0.5000 vs 0.3000" in text
     assert summary(rep)["cache_hit_rate"] == 0.25 and "oracle" not in text.split("baselines:")[0]
+
+
+# ---------------------------------------------------------------------- plots
+
+def test_muller_shares_sum_to_one_and_nest_families(run):
+    from evo_rules.families import families, muller_shares
+
+    fams = families(run)
+    for shown in (fams[:3], fams[:1], fams, []):
+        gens, order, shares = muller_shares(fams, shown)
+        assert sorted(gens) == gens and len(shares) == len(order) + 1
+        assert {f.id for f in order} == {f.id for f in shown}
+        np.testing.assert_allclose(np.sum(shares, axis=0), 1.0, rtol=1e-12)
+        assert all(0.0 <= v <= 1.0 for row in shares for v in row)
+        for k, f in enumerate(order):  # a family is stacked after (inside) its parent family
+            if f.parent_family in {g.id for g in order}:
+                assert [g.id for g in order].index(f.parent_family) < k
+    births = sum(f.size for f in fams)
+    gens, order, shares = muller_shares(fams, fams)
+    assert sum(s * sum(f.births_by_gen.get(g, 0) for f in fams) for row in shares[:-1]
+               for s, g in zip(row, gens)) == pytest.approx(births)
+
+
+def test_edges_are_routed_around_nodes():
+    from evo_rules.plots import _crosses, route_edge
+
+    between = (-0.8, -1.2, 0.8, -0.8)  # a node in the row between parent and child
+    line = route_edge((0, 0), (0, -2), [between], lanes=[-1.8, 1.8])
+    assert len(line) > 2 and line[0][1] == 0 and line[-1][1] == -2
+    assert not any(_crosses(p, q, between) for p, q in zip(line, line[1:]))
+    assert route_edge((0, 0), (0, -2), [(2.0, -1.2, 3.0, -0.8)], lanes=[-1.8, 1.8]) == [(0, 0), (0, -2)]
+    assert _crosses((0, 0), (0, -2), between) and not _crosses((1, 0), (1, -2), between)
+
+
+def test_plots_show_the_baselines_and_say_what_they_leave_out(run):
+    from evo_rules.families import families
+    from evo_rules.plots import _families_caption, _pick_families, baseline_marks
+
+    rep = json.load(open(os.path.join(run, "report.json")))
+    marks = {m["name"]: m for m in baseline_marks(rep, rep["task"]["metric"])}
+    lin = rep["baselines"]["linear"]
+    assert marks["linear rule"]["value"] == lin["valid_metrics"][rep["task"]["metric"]]
+    assert marks["linear rule"]["split"] == "validation" and marks["linear rule"]["size"] == lin["size"]
+    assert marks["oracle"]["size"] is None
+    fams = families(run)
+    chosen = _pick_families(fams, 3)
+    assert _families_caption(fams, chosen, "acc").startswith(f"top 3 of {len(fams)} rule families by best acc")
+    assert _families_caption(fams, fams, "acc") == f"all {len(fams)} rule families"
