@@ -44,14 +44,16 @@ def task_handle(config: RunConfig) -> TaskHandle:
     return TaskHandle(partial(get_task, config.task.name, **settings), token)
 
 
-def variation(config: RunConfig, features, weights: tuple = ()) -> Variation:
-    """`weights`: one per feature of the grammar (`grammar_weights`), () for uniform draws."""
+def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variation:
+    """`weights`: (feature weights, pair weights) of the grammar (`grammar_weights`); empty
+    for uniform draws."""
     import operators as ops
 
     g = config.grammar
     grammar = ops.Grammar(features=tuple(g.features or features), operators=tuple(g.operators),
                           max_size=g.max_size, max_depth=g.max_depth,
-                          template_share=g.template_share, feature_weights=tuple(weights))
+                          template_share=g.template_share, feature_weights=tuple(weights[0]),
+                          pair_weights=tuple(weights[1]))
     s = config.search
     probs = {"crossover": s.crossover, "subtree": s.subtree, "point": s.point, "hoist": s.hoist,
              "shrink": s.shrink, "insert": s.insert}
@@ -69,7 +71,8 @@ def _mutate(op, grammar, rule, rng):
 
 
 def grammar_weights(config: RunConfig, task) -> tuple:
-    """The `[grammar] feature_weights` draw weights for the task (fitted on its train batch)."""
+    """The `[grammar] feature_weights` draw weights for the task (fitted on its train batch):
+    (one per feature, pairs), both empty for "uniform"."""
     from .feature_weights import feature_weights
 
     return feature_weights(config.grammar.feature_weights, task,

@@ -8,7 +8,9 @@ enter a linear rule at all: it matters only in products. It is weighted by the l
 |weight| of its products with the varying features in a linear fit over those features and
 the products (one fit per such feature, on the first `PROBE_ROWS` rows), and each partner of
 a product gets at least that weight too. This finds which pairs carry signal, not a rule: the
-search still has to assemble them. Every weight is at
+search still has to assemble them. The strongest products (at least `PAIR_SHARE` of the best)
+also become pair weights: a product term whose first feature has partners draws its second
+feature towards them. Every weight is at
 least `FLOOR` of the largest, so every feature stays reachable. Fitted on the train batch
 only, deterministically: one config gives one grammar.
 """
@@ -26,10 +28,12 @@ MODES = ("uniform", "linear")
 FLOOR = 0.1
 
 
-def feature_weights(mode: str, task, features: Sequence[str], max_iter: int = 20) -> tuple[float, ...]:
-    """() for "uniform" (the operators' uniform draw), else one weight > 0 per feature."""
+def feature_weights(mode: str, task, features: Sequence[str], max_iter: int = 20) -> tuple:
+    """(weights, pairs): ((), ()) for "uniform" (the operators' uniform draw), else one weight
+    > 0 per feature and the probe's useful products as (feature, partner, weight in (0, 1])
+    (`operators.Grammar.pair_weights`: a product term draws its second feature towards them)."""
     if mode == "uniform":
-        return ()
+        return (), ()
     if mode != "linear":
         raise ValueError(f"feature_weights: must be one of {', '.join(MODES)}, got {mode!r}")
     return linear_weights(task, features, max_iter)
@@ -46,7 +50,7 @@ def _standardised(x: np.ndarray, groups: np.ndarray | None) -> np.ndarray | None
     return c / sd if sd > 1e-12 else None
 
 
-def linear_weights(task, features: Sequence[str], max_iter: int = 20) -> tuple[float, ...]:
+def linear_weights(task, features: Sequence[str], max_iter: int = 20) -> tuple:
     b = task.batch("train")
     X = {f: np.asarray(b.X[f], dtype=np.float64) for f in features}
     Z = {f: _standardised(X[f], b.groups) for f in features}
@@ -57,6 +61,7 @@ def linear_weights(task, features: Sequence[str], max_iter: int = 20) -> tuple[f
     # the varying features and its products with them, on the first PROBE_ROWS rows
     rows = _probe_rows(b)
     sub = _Rows(b.y[rows], None if b.groups is None else b.groups[rows])
+    pairs: dict[tuple[str, str], float] = {}
     for c in (f for f in features if Z[f] is None):
         cols = {f: _standardised(X[f][rows], sub.groups) for f in varying}
         for f in varying:
@@ -67,13 +72,17 @@ def linear_weights(task, features: Sequence[str], max_iter: int = 20) -> tuple[f
             m = mags.get(f"p__{f}", 0.0)
             u[c] = max(u[c], m)
             u[f] = max(u[f], m)  # the partner of a useful product is useful too
+            pairs[c, f] = m
     top = max(u.values())
     if top <= 0:
-        return tuple(1.0 for _ in features)
-    return tuple(FLOOR + (1.0 - FLOOR) * u[f] / top for f in features)
+        return tuple(1.0 for _ in features), ()
+    best = max(pairs.values(), default=0.0)
+    strong = tuple((c, f, m / best) for (c, f), m in pairs.items() if best > 0 and m >= PAIR_SHARE * best)
+    return tuple(FLOOR + (1.0 - FLOOR) * u[f] / top for f in features), strong
 
 
 PROBE_ROWS = 8000
+PAIR_SHARE = 0.25  # products kept as pair weights: at least this share of the strongest
 
 
 class _Rows:

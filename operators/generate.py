@@ -44,15 +44,20 @@ def random_feature(g: Grammar, rng) -> Term:
     return feature(pick_feature(g, rng))
 
 
-def pick_feature(g: Grammar, rng, exclude: str | None = None) -> str:
-    """A feature name other than `exclude`: uniform, or in proportion to `g.feature_weights`.
-    The uniform draw is the one this module always made (results of existing runs reproduce)."""
-    if not g.feature_weights:
+def pick_feature(g: Grammar, rng, exclude: str | None = None, partner: str | None = None) -> str:
+    """A feature name other than `exclude`: uniform, or in proportion to `g.feature_weights`,
+    raised for the pair-weight partners of `partner`. The uniform draw is the one this module
+    always made (results of existing runs reproduce)."""
+    boost = g.partners(partner) if partner is not None else {}
+    if not g.feature_weights and not boost:
         if exclude is None:
             return choose(rng, g.features)
         return choose(rng, [x for x in g.features if x != exclude])
+    base = g.feature_weights or (1.0,) * len(g.features)
+    total = math.fsum(base)
     # one uniform number against the cumulative weights (the excluded feature's share removed)
-    weights = [0.0 if f == exclude else w for f, w in zip(g.features, g.feature_weights)]
+    weights = [0.0 if f == exclude else w + total * boost.get(f, 0.0)
+               for f, w in zip(g.features, base)]
     u = rng.random() * math.fsum(weights)
     acc = 0.0
     for f, w in zip(g.features, weights):
@@ -76,11 +81,11 @@ def feature_term(g: Grammar, rng) -> Term:
     grammar) the damped `(mul w x.f (exp (mul w x.g)))`. Needs `mul`."""
     f = pick_feature(g, rng)
     if len(g.features) > 1 and "exp" in g.operators and rng.random() < P_DAMPED_TERM:
-        h = pick_feature(g, rng, exclude=f)
+        h = pick_feature(g, rng, exclude=f, partner=f)
         return Term("mul", (weight(), feature(f), Term("exp", (Term("mul", (weight(), feature(h))),))))
     if len(g.features) > 1 and rng.random() < P_PAIR_TERM:
-        if g.feature_weights:
-            h = pick_feature(g, rng, exclude=f)
+        if g.feature_weights or g.partners(f):
+            h = pick_feature(g, rng, exclude=f, partner=f)
         else:  # the uniform draw of earlier versions, kept so existing runs reproduce
             i = int(rng.integers(len(g.features) - 1))
             h = g.features[i if g.features[i] != f else len(g.features) - 1]

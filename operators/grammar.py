@@ -36,6 +36,10 @@ class Grammar:
     template_share: float = 0.3
     constants: tuple[float, ...] = (1.0,)
     feature_weights: tuple[float, ...] = ()
+    # (feature, partner, weight > 0): a product term starting with `feature` draws its second
+    # feature with `partner`'s weight raised (by weight x the sum of the feature weights)
+    pair_weights: tuple = ()
+    _partners: dict = field(init=False, repr=False, compare=False, default_factory=dict)
     _feature_set: frozenset = field(init=False, repr=False, compare=False, default=frozenset())
 
     def __post_init__(self):
@@ -93,6 +97,11 @@ class Grammar:
             out.append(c)
         set_("constants", tuple(out))
         set_("feature_weights", _weights(self.feature_weights, len(self.features)))
+        set_("pair_weights", _pairs(self.pair_weights, self.features))
+        partners: dict = {}
+        for a, b, w in self.pair_weights:  # symmetric: either feature may come first
+            partners.setdefault(a, {})[b] = partners.setdefault(b, {})[a] = w
+        set_("_partners", partners)
         set_("_feature_set", frozenset(self.features))
 
     # ------------------------------------------------------------------ config
@@ -125,6 +134,8 @@ class Grammar:
         }
         if self.feature_weights:  # absent when uniform: older dicts stay as they were
             d["feature_weights"] = list(self.feature_weights)
+        if self.pair_weights:
+            d["pair_weights"] = [list(p) for p in self.pair_weights]
         return d
 
     # ------------------------------------------------------------------ limits
@@ -132,6 +143,10 @@ class Grammar:
     @property
     def feature_set(self) -> frozenset:
         return self._feature_set
+
+    def partners(self, f: str) -> dict:
+        """partner -> pair weight of feature f ({} when it has none)."""
+        return self._partners.get(f, {})
 
     def admits(self, rule) -> bool:
         """True when a canonical `Rule` is within the limits and uses only (and some) features."""
@@ -156,6 +171,24 @@ def _weights(value, n: int) -> tuple[float, ...]:
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w) or w <= 0:
             raise ValueError(f"Grammar.feature_weights: {w!r} is not a finite number > 0")
     return tuple(float(w) for w in out)
+
+
+def _pairs(value, features) -> tuple:
+    """() or (feature, partner, weight) triples of two different features and a weight > 0."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"Grammar.pair_weights: must be a list of [feature, partner, weight], got {value!r}")
+    out = []
+    for p in value:
+        ok = not isinstance(p, (str, bytes)) and hasattr(p, "__len__") and len(p) == 3
+        if ok:
+            a, b, w = p
+            ok = (a in features and b in features and a != b and not isinstance(w, bool)
+                  and isinstance(w, (int, float)) and math.isfinite(w) and w > 0)
+        if not ok:
+            raise ValueError(f"Grammar.pair_weights: {p!r} is not [feature, other feature, weight > 0] "
+                             "over the grammar's features")
+        out.append((str(a), str(b), float(w)))
+    return tuple(out)
 
 
 def _names(field_name: str, value) -> tuple[str, ...]:

@@ -154,7 +154,8 @@ def test_feature_weights_are_validated_and_round_trip():
 @settings(max_examples=25, deadline=None)
 @given(weights=weights_st, seed=st.integers(0, 2**32))
 def test_weighted_grammar_is_deterministic_per_seed(weights, seed):
-    g = Grammar(features=NAMES, feature_weights=weights, max_size=20)
+    g = Grammar(features=NAMES, feature_weights=weights, max_size=20,
+                pair_weights=[("f2", "f3", 0.5)])
     a = random_population(g, np.random.default_rng(seed), 12)
     b = random_population(g, np.random.default_rng(seed), 12)
     assert [r.key for r in a] == [r.key for r in b]
@@ -162,9 +163,10 @@ def test_weighted_grammar_is_deterministic_per_seed(weights, seed):
 
 
 @settings(max_examples=15, deadline=None)
-@given(weights=weights_st)
-def test_weighted_insert_and_point_reach_every_feature(weights):
-    g = Grammar(features=NAMES, feature_weights=weights, max_size=30)
+@given(weights=weights_st, pair=st.floats(0.1, 1.0))
+def test_weighted_insert_and_point_reach_every_feature(weights, pair):
+    g = Grammar(features=NAMES, feature_weights=weights, max_size=30,
+                pair_weights=[("f0", "f5", pair)])
     rule = parse("(add (mul w x.f0) (mul w x.f1 x.f2))")
     reached_insert, reached_point = set(), set()
     for seed in range(3000):
@@ -173,6 +175,19 @@ def test_weighted_insert_and_point_reach_every_feature(weights):
         if len(reached_insert) == len(reached_point) == len(NAMES):
             break
     assert reached_insert == reached_point == set(NAMES)
+
+
+def test_pair_weights_pull_the_partner():
+    g = Grammar(features=NAMES, feature_weights=[1.0] * len(NAMES), pair_weights=[("f1", "f4", 1.0)])
+    assert g.partners("f4") == {"f1": 1.0} and g.partners("f0") == {}
+    rng = np.random.default_rng(1)
+    drawn = [pick_feature(g, rng, exclude="f1", partner="f1") for _ in range(3000)]
+    assert 0.5 < drawn.count("f4") / 3000 < 0.65  # (1 + 7) / (6 + 7) = 0.615
+    assert "f1" not in drawn and set(drawn) == set(NAMES) - {"f1"}
+    assert Grammar.from_dict(g.to_dict()) == g
+    for bad in ([("f1", "f1", 1.0)], [("f1", "zz", 1.0)], [("f1", "f2", 0.0)], [("f1", "f2")]):
+        with pytest.raises(ValueError, match="pair_weights"):
+            Grammar(features=NAMES, pair_weights=bad)
 
 
 def test_draws_follow_the_weights():
@@ -190,13 +205,18 @@ def test_draws_follow_the_weights():
 def test_linear_feature_weights(generic2):
     from evo_rules.feature_weights import FLOOR, feature_weights
 
-    assert feature_weights("uniform", generic2, generic2.features) == ()
-    w = dict(zip(generic2.features, feature_weights("linear", generic2, generic2.features)))
+    assert feature_weights("uniform", generic2, generic2.features) == ((), ())
+    weights, pairs = feature_weights("linear", generic2, generic2.features)
+    w = dict(zip(generic2.features, weights))
     assert all(FLOOR <= v <= 1.0 for v in w.values()) and max(w.values()) == 1.0
     # the anchor's words are constant within a group: only their products with the candidate's
     # features can say they matter, and some do (what the previous hop did changes the next)
     anchor = {f: v for f, v in w.items() if f.startswith("a_")}
     assert max(anchor.values()) > FLOOR + 0.2 and min(anchor.values()) < max(anchor.values())
+    # the strongest products become pair weights; a grammar takes them as they are
+    assert pairs and max(p[2] for p in pairs) == 1.0
+    assert all(a in w and b in w and 0 < x <= 1 for a, b, x in pairs)
+    Grammar(features=generic2.features, feature_weights=weights, pair_weights=pairs)
     with pytest.raises(ValueError, match="feature_weights"):
         feature_weights("bogus", generic2, generic2.features)
 
