@@ -39,11 +39,55 @@ def _free_out(config) -> str:
     return f"{base}-{n}"
 
 
+def config_path(name: str | None) -> str:
+    """A config file, or a shipped config by name (`babi-2` or `babi-2.toml`: runs/ of a checkout,
+    else the installed package `evo_rules.runs`), from any folder; None: the default."""
+    from . import app
+
+    if name is None:
+        return app.default_config_path()
+    if os.path.exists(name) or os.sep in name or (os.altsep and os.altsep in name):
+        return name  # a path: the config loader names what is wrong with it
+    file = name if name.endswith(".toml") else name + ".toml"
+    here = os.path.join(app.RUNS_DIR, file)
+    if os.path.isfile(here):
+        return here
+    shipped = _shipped_configs()
+    if file in shipped:
+        return shipped[file]
+    local = os.listdir(app.RUNS_DIR) if os.path.isdir(app.RUNS_DIR) else []
+    names = ", ".join(sorted({n[:-5] for n in [*shipped, *local] if n.endswith(".toml")}))
+    raise CLIError(f"{name}: no such config file, and no shipped config of that name (shipped: {names})")
+
+
+def _shipped_configs() -> dict[str, str]:
+    from importlib import resources
+
+    try:
+        folder = resources.files("evo_rules.runs")
+    except ModuleNotFoundError:  # a checkout that is not installed: runs/ is all there is
+        return {}
+    return {f.name: str(f) for f in folder.iterdir() if f.name.endswith(".toml")}
+
+
+def _compile_note() -> None:
+    """One line while numba compiles the kernels into its on-disk cache (first run only): a
+    cold cache costs ~10-20 s before the first generation. Silent when it cannot tell."""
+    try:
+        from .kernels import run_program
+
+        cold = not run_program._cache._cache_file._load_index()  # numba's index of cached builds
+    except Exception:  # noqa: BLE001 - numba internals: no note rather than a wrong one
+        return
+    if cold:
+        print("evo-rules: compiling kernels (first run only, ~10-20 s)...", file=sys.stderr)
+
+
 def _cmd_run(args) -> int:
     from . import app
     from .config import load
 
-    config = load(args.config or app.default_config_path())
+    config = load(config_path(args.config))
     overrides = {k: getattr(args, k) for k in ("seed", "generations", "population", "max_seconds",
                                                "max_evaluations") if getattr(args, k) is not None}
     if overrides:
@@ -56,6 +100,7 @@ def _cmd_run(args) -> int:
 
     checked_task(config, app.task_handle(config).build)  # bad input: its one line comes alone
     print(f"evo-rules: run {config.task.name} from {config.source} into {out}", file=sys.stderr)
+    _compile_note()
     stop = stopping.install()  # to the process's end: a late signal still gets its exit code
     try:
         search, report = app.start(config, out, progress=not args.quiet, rebuild_cache=args.rebuild_cache,
@@ -65,9 +110,35 @@ def _cmd_run(args) -> int:
         stopping.exit_at_once()
 
 
+def _nothing_to_resume(args) -> str | None:
+    """The one line for a finished run whose report is written (None: there is work, or an error
+    that app.resume reports)."""
+    from . import app, checkpoint
+    from .config import from_dict
+
+    try:
+        state = checkpoint.read_latest(args.dir)
+        config = app._config_edits(args.dir, from_dict(state["config"]))
+        with open(os.path.join(args.dir, "report.json"), encoding="utf-8") as fh:
+            report = json.load(fh)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    total = config.run.generations if args.generations is None else args.generations
+    done = state.get("generation", -1)
+    if done < total or report.get("generation") != done or report.get("interrupted"):
+        return None
+    return (f"evo-rules: {args.dir}: nothing to resume: the run finished generation {done} of {total} "
+            f"and its report is written (`evo-rules report {args.dir}`; --generations N > {total} continues it)")
+
+
 def _cmd_resume(args) -> int:
     from . import app
 
+    done = _nothing_to_resume(args)
+    if done:
+        print(done)
+        return 0
+    _compile_note()
     stop = stopping.install()
     try:
         search, report = app.resume(args.dir, args.generations, progress=not args.quiet,
@@ -106,9 +177,10 @@ def _cmd_sweep(args) -> int:
     from .config import load
     from .report import format_sweep
 
-    config = load(args.config)
+    config = load(config_path(args.config))
     if args.backend:
         config = config.replace("evaluation", backend=args.backend)
+    _compile_note()
     out = args.out or os.path.join("runs", f"{config.task.name}-sweep")
     result = app.sweep(config, out, progress=not args.quiet)
     print(format_sweep(result))
@@ -203,7 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=_cmd_eval)
 
     r = sub.add_parser("run", help="run a search (no CONFIG: the built-in default and-match search)")
-    r.add_argument("config", nargs="?", help="TOML run config (see runs/)")
+    r.add_argument("config", nargs="?", help="TOML run config, or a shipped config by name "
+                   "(e.g. babi-2: runs/babi-2.toml of the package)")
     r.add_argument("--out", help="run folder (default: runs/TASK-seedN-K, the first free K)")
     r.add_argument("--seed", type=int)
     r.add_argument("--generations", type=int)
@@ -233,14 +306,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--top", type=int, default=10, help="families to list (default 10)")
     g.set_defaults(func=_cmd_lineage)
 
-    pl = sub.add_parser("plot", help="PNG plots of a run: families, best rule's ancestry, Pareto fronts, logbook")
+    pl = sub.add_parser("plot", help="PNG plots of a run: families, best rule's ancestry, Pareto fronts, "
+                        "logbook, Muller plot of families")
     pl.add_argument("dir")
     pl.add_argument("--out", help="folder for the PNGs (default: DIR/plots)")
     pl.add_argument("--top", type=int, default=8, help="families to plot (default 8)")
     pl.set_defaults(func=_cmd_plot)
 
     w = sub.add_parser("sweep", help="enumerate every template rule up to a size, keep the best")
-    w.add_argument("config", help="TOML run config; its [sweep] section sets the sizes")
+    w.add_argument("config", help="TOML run config (or a shipped one by name); its [sweep] section sets the sizes")
     w.add_argument("--out", help="folder for sweep.json and the cache (default: runs/TASK-sweep)")
     w.add_argument("--backend", choices=["serial", "process", "dask"])
     w.add_argument("--quiet", action="store_true")
@@ -288,9 +362,28 @@ def _eval_argv(argv: list[str]) -> list[str]:
     return ["eval", *[a for a in argv[1:] if is_option(a)], "--", *[a for a in argv[1:] if not is_option(a)]]
 
 
+def _unknown_command(parser, argv: list[str]) -> str | None:
+    """One line for a mistyped command, with the nearest one ("did you mean")."""
+    import difflib
+
+    if not argv or argv[0].startswith("-"):
+        return None
+    commands = next(a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if argv[0] in commands:
+        return None
+    near = difflib.get_close_matches(argv[0], list(commands), n=1, cutoff=0.6)
+    hint = f"; did you mean '{near[0]}'?" if near else ""
+    return f"evo-rules: error: unknown command '{argv[0]}'{hint} (commands: {', '.join(commands)})"
+
+
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_eval_argv(list(sys.argv[1:] if argv is None else argv)))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    typo = _unknown_command(parser, argv)
+    if typo:
+        print(typo, file=sys.stderr)
+        return 2
+    args = parser.parse_args(_eval_argv(argv))
     try:
         with warnings.catch_warnings():  # restores the warning display when main returns
             warnings.showwarning = _warn_one_line

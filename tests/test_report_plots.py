@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,6 +19,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LINEAR = "(add (mul w0 x.color) (mul w1 x.shape))"
 PLUS_ZERO = "(add (mul w0 x.color x.shape) (mul w1 x.color) (mul w2 x.shape))"  # canonical: interaction first
 OTHER = "(mul (exp (mul w0 x.color)) x.shape)"
+
+
+def cli_in(cwd, *args, **env):
+    return subprocess.run([sys.executable, "-m", "evo_rules.cli", *args], capture_output=True, text=True,
+                          env=dict(os.environ, PYTHONPATH=ROOT, **env), timeout=300, cwd=cwd)
 
 
 @pytest.fixture(scope="module")
@@ -149,3 +156,54 @@ def test_plots_show_the_baselines_and_say_what_they_leave_out(run):
     chosen = _pick_families(fams, 3)
     assert _families_caption(fams, chosen, "acc").startswith(f"top 3 of {len(fams)} rule families by best acc")
     assert _families_caption(fams, fams, "acc") == f"all {len(fams)} rule families"
+
+
+# ---------------------------------------------------------------------- CLI
+
+def test_a_shipped_config_runs_by_name_from_any_folder(tmp_path):
+    from evo_rules.cli import CLIError, config_path
+
+    assert os.path.samefile(config_path("babi-2"), config_path("babi-2.toml"))
+    assert os.path.basename(config_path("babi-2")) == "babi-2.toml" and os.path.isfile(config_path("babi-2"))
+    with pytest.raises(CLIError, match="no shipped config of that name.*babi-2"):
+        config_path("babi-9")
+    res = cli_in(tmp_path, "run", "and-match", "--generations", "0", "--population", "8", "--out", "r",
+                 "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert "and-match.toml" in res.stderr and (tmp_path / "r" / "report.json").exists()
+    bad = cli_in(tmp_path, "run", "babi-9")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "babi-9" in bad.stderr
+
+
+def test_resume_with_nothing_to_do_says_so_in_one_line(run, tmp_path):
+    import shutil
+
+    folder = tmp_path / "done"
+    shutil.copytree(run, folder)
+    before = (folder / "report.json").read_bytes()
+    res = cli("resume", str(folder))
+    assert res.returncode == 0 and res.stdout.count("\n") == 1 and "nothing to resume" in res.stdout
+    assert (folder / "report.json").read_bytes() == before  # nothing rewritten
+    interrupted = json.loads(before)
+    interrupted["interrupted"] = True  # a report of an interrupted run: the resume has work to do
+    (folder / "report.json").write_text(json.dumps(interrupted))
+    again = cli("resume", str(folder), "--quiet")
+    assert again.returncode == 0 and "nothing to resume" not in again.stdout and "summary:" in again.stdout
+
+
+def test_a_mistyped_command_gets_did_you_mean():
+    res = cli("reprot", "x")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert "did you mean 'report'?" in res.stderr and "Traceback" not in res.stderr
+    assert "did you mean" not in cli("zzzz").stderr
+
+
+def test_first_run_note_while_numba_compiles(tmp_path):
+    def run(out):
+        return cli_in(tmp_path, "run", "and-match", "--generations", "0", "--population", "4", "--out", out,
+                      "--quiet", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+
+    first, second = run("a"), run("b")
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert "compiling kernels (first run only" in first.stderr
+    assert "compiling kernels" not in second.stderr  # numba's on-disk cache is warm now
