@@ -199,11 +199,11 @@ def test_a_mistyped_command_gets_did_you_mean():
 
 
 def test_first_run_note_while_numba_compiles(tmp_path):
-    def run(out):
+    def start(out):
         return cli_in(tmp_path, "run", "and-match", "--generations", "0", "--population", "4", "--out", out,
                       "--quiet", NUMBA_CACHE_DIR=str(tmp_path / "numba"))
 
-    first, second = run("a"), run("b")
+    first, second = start("a"), start("b")
     assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
     assert "compiling kernels (first run only" in first.stderr
     assert "compiling kernels" not in second.stderr  # numba's on-disk cache is warm now
