@@ -117,10 +117,12 @@ def _nothing_to_resume(args) -> str | None:
     from .config import from_dict
 
     try:
-        state = checkpoint.read_latest(args.dir)
-        config = app._config_edits(args.dir, from_dict(state["config"]))
         with open(os.path.join(args.dir, "report.json"), encoding="utf-8") as fh:
             report = json.load(fh)
+        with warnings.catch_warnings():  # a fallback to the previous checkpoint: app.resume warns
+            warnings.simplefilter("ignore")
+            state = checkpoint.read_latest(args.dir)
+            config = app._config_edits(args.dir, from_dict(state["config"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     total = config.run.generations if args.generations is None else args.generations
