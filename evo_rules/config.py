@@ -14,6 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
+from .terms import MAX_DEPTH, MAX_SIZE
 
 
 class ConfigError(ValueError):
@@ -24,8 +25,8 @@ class ConfigError(ValueError):
 MAX_SEED = 2**63 - 1  # seeds: 0 <= seed <= MAX_SEED
 MAX_COUNT = 1_000_000  # population, generations, hall of fame, ...
 MAX_WORKERS = 1_024
-MAX_RULE_SIZE = 1_000
-MAX_RULE_DEPTH = 100
+MAX_RULE_SIZE = MAX_SIZE  # the parser's limits: a searched rule's text must parse again
+MAX_RULE_DEPTH = MAX_DEPTH
 _FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -67,7 +68,7 @@ class TaskSection:
             if not isinstance(k, str):
                 raise ConfigError(f"{where}.settings: setting names must be strings, got {_short(k)}")
             if not isinstance(v, (str, int, float)):  # bool is an int
-                raise ConfigError(f"{where.replace('[task]', '[task.settings]')}.{k}: must be a string, "
+                raise ConfigError(f"{where.replace('[task]', '[task.settings]')}.{_key(k)}: must be a string, "
                                   f"number or boolean, got {_short(v)}")
 
 
@@ -236,7 +237,8 @@ class RunConfig:
         for k in changes:
             if k not in known:
                 raise ConfigError(f"{where}: unknown key {k!r}{_did_you_mean(k, known)}")
-        changes = {k: _coerce(where, k, v, getattr(old, k)) for k, v in changes.items()}
+        defaults = type(old)()  # the type a key takes is its default's, not the current value's
+        changes = {k: _coerce(where, k, v, getattr(defaults, k)) for k, v in changes.items()}
         new = dataclasses.replace(old, **changes)
         new.check(where)
         return _check_across(dataclasses.replace(self, **{section: new}))
@@ -262,6 +264,12 @@ def _strings(where, key, values):
     for i, v in enumerate(values):
         if not isinstance(v, str):
             raise ConfigError(f"{where}.{key}[{i}]: must be a string, got {_short(v)}")
+
+
+def _key(name: str) -> str:
+    """A key as written in a message: bare when it is a plain name, quoted otherwise (a key may
+    hold a newline, and a message is one line)."""
+    return name if re.fullmatch(r"[A-Za-z0-9_.-]+", name) else _short(name)
 
 
 def _short(value, width: int = 60) -> str:

@@ -79,7 +79,7 @@ class FittedRule:
 
     @classmethod
     def from_text(cls, text: str, weights, metrics=None, test_metrics=None) -> "FittedRule":
-        return cls(parse(text), tuple(float(v) for v in weights), dict(metrics or {}),
+        return cls(parse(text, check_constants=False), tuple(float(v) for v in weights), dict(metrics or {}),
                    dict(test_metrics or {}))
 
     def __reduce__(self):  # pickled as text and numbers (estimators are pickled by their users)

@@ -104,7 +104,7 @@ class PopulationManager:
     def rule_of(self, ind: Individual) -> Rule:
         r = self._rules.get(ind.key)
         if r is None:
-            r = parse(ind.text)
+            r = parse(ind.text, check_constants=False)  # canonical text the engine wrote
             self._rules[ind.key] = r
         return r
 

@@ -32,6 +32,7 @@ def checked_task(config: RunConfig, build: Callable[[], object]):
     """Check the settings, build the task with `build()`, check the config's features and seed
     rules against it; return the task. Errors of the task's data become one ConfigError line."""
     check_task_settings(config)
+    check_features_before_build(config)
     try:
         task = build()
     except (ValueError, KeyError, OSError) as exc:
@@ -39,6 +40,16 @@ def checked_task(config: RunConfig, build: Callable[[], object]):
         raise ConfigError(f"{config.source}: [task] {config.task.name}: {_line(msg)}") from None
     check_features(config, tuple(task.features), task.name)
     return task
+
+
+def check_features_before_build(config: RunConfig) -> None:
+    """The features check, before an expensive build, for tasks that know their features from
+    their settings alone."""
+    from fitness.registry import features_before_build
+
+    features = features_before_build(config.task.name, config.task.settings)
+    if features is not None:
+        check_features(config, features, config.task.name)
 
 
 def check_features(config: RunConfig, features: tuple[str, ...], task_name: str) -> None:

@@ -125,6 +125,23 @@ def _memory_check(settings: Mapping) -> None:
     check_settings(settings, SETTINGS)
 
 
+def _memory_features(settings: Mapping) -> tuple[str, ...]:
+    from .memory import FEATURE_SETS
+
+    return FEATURE_SETS[settings.get("features", "all")]
+
+
+# name -> the task's features from its settings alone, for tasks whose build is expensive (stage 3
+# runs the language model): a misspelt feature is then refused before that work, not after it
+_FEATURES: dict[str, Callable[[Mapping], tuple[str, ...]]] = {"tinystories-memory": _memory_features}
+
+
+def features_before_build(name: str, settings: Mapping) -> tuple[str, ...] | None:
+    """The task's features when known without building it (settings already checked), else None."""
+    f = _FEATURES.get(name)
+    return tuple(f(settings)) if f is not None else None
+
+
 register("tinystories-memory", _memory,
          "stage 3: memory selection for a small GPT on TinyStories (needs the lm extra); rules score "
          "sentence chunks, fitness = LM utility of the top chunk; finalists scored with real LM losses",

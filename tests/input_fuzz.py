@@ -298,12 +298,13 @@ def outcome(config_path: str) -> tuple[str, str]:
     from evo_rules import app
     from evo_rules.config import ConfigError, load
     from evo_rules.rule import parse
-    from evo_rules.validate import check_task_settings, checked_task
+    from evo_rules.validate import check_features_before_build, check_task_settings, checked_task
 
     try:
         cfg = load(config_path)
         if cfg.task.name == "tinystories-memory":
-            check_task_settings(cfg)
+            check_task_settings(cfg)  # building it would run the language model
+            check_features_before_build(cfg)
         else:
             task = checked_task(cfg, app.task_handle(cfg).build)
             app.variation(cfg, task.features)

@@ -65,6 +65,23 @@ CASES = [
 ]
 
 
+def test_stage3_features_are_checked_before_the_language_model_runs(tmp_path):
+    """Building tinystories-memory runs the LM for many minutes: a misspelt feature must be
+    refused first, by the same function `evo-rules run` calls."""
+    from evo_rules.config import ConfigError, load
+    from evo_rules.validate import checked_task
+
+    path = tmp_path / "s3.toml"
+    path.write_text('[task]\nname = "tinystories-memory"\n[task.settings]\nfeatures = "text"\n'
+                    '[grammar]\nfeatures = ["recency", "full_agree"]\n')
+
+    def build():
+        raise AssertionError("the task was built before its features were checked")
+
+    with pytest.raises(ConfigError, match=r"\[grammar\].features\[1\]: full_agree is not a feature"):
+        checked_task(load(str(path)), build)
+
+
 @pytest.mark.parametrize("text, message", CASES)
 def test_bad_value_is_one_line_naming_key_and_file(tmp_path, text, message):
     path = tmp_path / "bad.toml"
@@ -231,3 +248,14 @@ def test_eval_takes_rule_text_that_starts_with_a_minus(capsys):
     assert "rule:       -1e+300" in capsys.readouterr().out
     assert main(["eval", "-2", "--show-gradients"]) == 0
     assert "rule:       -2" in capsys.readouterr().out
+
+
+def test_replace_takes_a_float_budget_over_an_integer_one():
+    """`resume --max-seconds 1260` on a run whose config said `max_seconds = 600`: the key's type
+    is its default's (a number), not the stored value's (an int)."""
+    from evo_rules.config import from_dict
+
+    cfg = from_dict({"run": {"max_seconds": 600}}).replace("run", max_seconds=1260.0)
+    assert cfg.run.max_seconds == 1260.0
+    with pytest.raises(ConfigError, match=r"\[run\].generations: must be an integer, got 2.5"):
+        cfg.replace("run", generations=2.5)
