@@ -38,11 +38,14 @@ SUITE_HEADER = ("task (config)", "searched", "linear", "oracle", "best reference
                 "size", "time")
 BABI_HEADER = ("task", "searched recall / exact", "linear recall / exact", "reference (chain-sum)",
                "seed system", "size", "time")
+FEATURES_HEADER = ("task", "feature set", "linear recall / exact", "searched recall / exact", "rerun gate",
+                   "size")  # the bAbI "Two feature sets" table (rows keyed by task and feature set)
 STAGE3_HEADER = ("selection", "K = 2 loss", "vs recent-only", "gap", "K = 3 loss", "vs recent-only",
                  "recall tokens (K = 2)", "target overlap (K = 2)")
 STAGE3_KEYS = ("selection", "K = 2 loss", "vs recent-only (K = 2)", "gap", "K = 3 loss",
                "vs recent-only (K = 3)", "recall tokens (K = 2)", "target overlap (K = 2)")  # unique
-NOT_RERUN = {"time", "seed system"}  # never compared by --check
+NOT_RERUN = {"time", "seed system"}
+NO_WINNER = "none passed the gate"  # never compared by --check
 STAGE3_CONFIG = "tinystories-memory"
 # stage 3 selections in README wording (the code's names are short); {n}: the linear rule's features
 STAGE3_LABELS = {
@@ -142,13 +145,15 @@ def suite_row(name: str, report: dict, seconds: float) -> dict:
 
     m = report["task"]["metric"]
     b = report["baselines"]
-    searched, linear = _metric(report["winner"], m), _metric(b.get("linear"), m)
+    win = report["winner"]
+    searched, linear = _metric(win, m), _metric(b.get("linear"), m)
     oracle = _metric(b.get("oracle"), m)
     best_ref = max((_metric(r, m) for r in b.get("reference", [])), default=float("nan"))
     gap = (searched - linear) / (oracle - linear) if oracle > linear else float("nan")
     default = ", the default" if f"{name}.toml" == DEFAULT_CONFIG else ""
-    cells = (_label(name, report, default), f"{searched:.4f}", f"{linear:.4f}", f"{oracle:.4f}",
-             f"{best_ref:.4f}", f"{100 * gap:.1f}%", str(report["winner"]["size"]), clock(seconds))
+    cells = (_label(name, report, default), f"{searched:.4f}" if win else NO_WINNER, f"{linear:.4f}",
+             f"{oracle:.4f}", f"{best_ref:.4f}", f"{100 * gap:.1f}%" if win else "-",
+             str(win["size"]) if win else "-", clock(seconds))
     return dict(zip(SUITE_HEADER, cells))
 
 
@@ -167,9 +172,38 @@ def babi_row(name: str, report: dict, seconds: float, seed_system: str = "") -> 
     """One row of the bAbI table. `seed_system`: the prior system's figure (not rerun here)."""
     b = report["baselines"]
     chain = [r for r in b.get("reference", []) if r["text"] == _chain_sum_text()]
-    cells = (f"{name} (`runs/{name}.toml`)", f"**{_pair(report['winner'])}**", _pair(b.get("linear")),
-             _pair(chain[0]) if chain else "-", seed_system, str(report["winner"]["size"]), clock(seconds))
+    win = report["winner"]
+    cells = (f"{name} (`runs/{name}.toml`)", f"**{_pair(win)}**" if win else NO_WINNER, _pair(b.get("linear")),
+             _pair(chain[0]) if chain else "-", seed_system, str(win["size"]) if win else "-", clock(seconds))
     return dict(zip(BABI_HEADER, cells))
+
+
+def features_row(name: str, report: dict) -> dict:
+    """One row of the bAbI feature-set table: engineered rows as in the main table, generic rows
+    with the gate's mean validation metrics (or the best hall-of-fame rule when none passed)."""
+    generic = name.endswith("-generic")
+    win = report["winner"]
+    best = win or (report["hall_of_fame"] or [None])[0]
+    if win:
+        searched = _pair(win) if generic else f"**{_pair(win)}**"
+    else:
+        searched = f"{_pair(best)} (best of the hall of fame)" if best else "-"
+    gate = [g for g in report.get("rerun_gate", []) if win and g["text"] == win["text"]]
+    if not win:
+        verdict = "failed"
+    elif generic and gate and gate[0].get("linear"):
+        mean = lambda v: sum(v) / len(v)  # noqa: E731
+        verdict = f"passed ({mean(gate[0]['metrics']):.3f} vs {mean(gate[0]['linear']):.3f} on validation)"
+    else:
+        verdict = "passed"
+    task = f"{report['task']['name']} (`runs/{name}.toml`)" if generic else report["task"]["name"]
+    cells = (task, "generic" if generic else "engineered", _pair(report["baselines"].get("linear")),
+             searched, verdict, str(best["size"]) if best else "")
+    return dict(zip(FEATURES_HEADER, cells))
+
+
+def _winner_text(report: dict) -> str:
+    return report["winner"]["text"] if report.get("winner") else f"({NO_WINNER})"
 
 
 def regression_line(report: dict, seconds: float) -> str:
@@ -273,11 +307,11 @@ def markdown_tables(text: str) -> list[tuple[tuple, list[list[str]]]]:
 def readme_rows(text: str, header: tuple) -> dict[str, dict]:
     """The rows of the table with this header, keyed by their first cell's first word (the
     task name; for stage 3 the whole first cell): key -> column -> cell."""
-    stage3 = header == STAGE3_HEADER
+    stage3, features = header == STAGE3_HEADER, header == FEATURES_HEADER
     for head, rows in markdown_tables(text):
         if head == header:
-            return {(r[0] if stage3 else r[0].split()[0]): dict(zip(STAGE3_KEYS if stage3 else head, r))
-                    for r in rows}
+            return {(r[0] if stage3 else f"{r[0].split()[0]} {r[1]}" if features else r[0].split()[0]):
+                    dict(zip(STAGE3_KEYS if stage3 else head, r)) for r in rows}
     return {}
 
 
@@ -363,26 +397,38 @@ def main(argv=None) -> int:
     suite = [suite_row(n, *reports[n]) for n in suite_names() if n in reports]
     if suite:
         print(markdown(SUITE_HEADER, suite) + "\n")
-        rules = [reports[n][0]["winner"]["text"] for n in suite_names() if n in reports]
+        rules = [_winner_text(reports[n][0]) for n in suite_names() if n in reports]
         print("\n".join(f"    {r}" for r in rules) + "\n")
         old_rules = dict(zip(suite_names(), readme_rules(results)[0]))
         for n, row in zip([n for n in suite_names() if n in reports], suite):
             diffs += compare(row, old_suite.get(n), n)
-            if old_rules.get(n) not in (None, reports[n][0]["winner"]["text"]):
-                diffs.append(f"{n}, rule: README {old_rules[n]}, rerun {reports[n][0]['winner']['text']}")
+            if old_rules.get(n) not in (None, _winner_text(reports[n][0])):
+                diffs.append(f"{n}, rule: README {old_rules[n]}, rerun {_winner_text(reports[n][0])}")
     babi = [n for n in babi_names() if n in reports]
-    if babi:
+    engineered = [n for n in babi if not n.endswith("-generic")]  # generic: the feature-set table only
+    if engineered:
         rows = []
-        for n in babi:
+        for n in engineered:
             seed = old_babi.get(reports[n][0]["task"]["name"], {}).get("seed system", "")
             rows.append(babi_row(n, *reports[n], seed_system=seed))
         print(markdown(BABI_HEADER, rows) + "\n")
-        print("\n".join(f"    {n}: {reports[n][0]['winner']['text']}" for n in babi) + "\n")
+        print("\n".join(f"    {n}: {_winner_text(reports[n][0])}" for n in engineered) + "\n")
         old_rules = readme_rules(results)[1]
-        for n, row in zip(babi, rows):
+        for n, row in zip(engineered, rows):
             diffs += compare(row, old_babi.get(n), n)
-            if old_rules.get(n) not in (None, reports[n][0]["winner"]["text"]):
+            if old_rules.get(n) not in (None, _winner_text(reports[n][0])):
                 diffs.append(f"{n}, rule: README {old_rules[n]}, rerun {reports[n][0]['winner']['text']}")
+    if babi and results.count("| feature set |"):
+        old_f = readme_rows(results, FEATURES_HEADER)
+        rows = [features_row(n, reports[n][0]) for n in babi]
+        print(markdown(FEATURES_HEADER, rows) + "\n")
+        for row in rows:
+            key = f"{row['task'].split()[0]} {row['feature set']}"
+            old = old_f.get(key)
+            if old is not None:  # the gate cell: only its verdict counts (the rest is detail)
+                old = dict(old, **{"rerun gate": old["rerun gate"].split()[0]})
+            diffs += compare(dict(row, **{"rerun gate": row["rerun gate"].split()[0]}), old,
+                             f"{key} (feature sets)", skip={"task"})
     if "regression" in reports:
         line = regression_line(*reports["regression"])
         print(f"regression (`runs/regression.toml`): {line}\n")

@@ -123,3 +123,24 @@ def test_only_rejects_an_unknown_row(capsys):
 def test_commit_line_names_head():
     line = results.commit_line()
     assert line.startswith("commit ") and len(line.split()[1].replace("+dirty", "")) >= 7
+
+
+def _babi_report(winner: bool) -> dict:
+    entry = {"text": "(mul w x.recency)", "size": 3, "test_metrics": {"support_recall": 0.9, "exact": 0.81}}
+    return {"task": {"name": "babi-2", "metric": "support_recall"}, "winner": entry if winner else None,
+            "hall_of_fame": [entry], "config": {"run": {"population": 8, "generations": 2}},
+            "baselines": {"linear": {"test_metrics": {"support_recall": 0.5, "exact": 0.25}}},
+            "rerun_gate": [{"text": entry["text"], "passed": winner, "metrics": [0.8, 0.9],
+                            "linear": [0.7, 0.6]}]}
+
+
+def test_babi_rows_with_and_without_a_winner():
+    row = results.features_row("babi-2-generic", _babi_report(True))
+    assert list(row.values()) == ["babi-2 (`runs/babi-2-generic.toml`)", "generic", "0.500 / 0.250",
+                                  "0.900 / 0.810", "passed (0.850 vs 0.650 on validation)", "3"]
+    row = results.features_row("babi-2-generic", _babi_report(False))
+    assert row["searched recall / exact"] == "0.900 / 0.810 (best of the hall of fame)"
+    assert row["rerun gate"] == "failed"
+    main = results.babi_row("babi-2", _babi_report(False), 61.0, seed_system="0.350 / 0.000")
+    assert main["searched recall / exact"] == results.NO_WINNER and main["time"] == "1:01"
+    assert results.babi_row("babi-2", _babi_report(True), 0.0)["searched recall / exact"] == "**0.900 / 0.810**"
