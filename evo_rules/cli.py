@@ -159,6 +159,10 @@ def _finish(search, report) -> int:
     if search.stop_reason.startswith("max_"):  # a budget: the run stopped as asked
         print(f"evo-rules: stopped by {search.stop_reason} after generation {search.generation}; "
               f"continue with `evo-rules resume {search.out}`", file=sys.stderr)
+    elif search.stop.signum and search.generation < 0:  # nothing was checkpointed yet
+        print(f"evo-rules: interrupted before generation 0 completed ({search.stop.name}); nothing to "
+              f"resume: `evo-rules run` with the same --out {search.out} starts it again", file=sys.stderr)
+        return search.stop.exit_code
     elif search.stop.signum:
         print(f"evo-rules: interrupted after generation {search.generation} ({search.stop.name}); "
               f"continue with `evo-rules resume {search.out}`", file=sys.stderr)
@@ -398,6 +402,10 @@ def main(argv=None) -> int:
         print(f"evo-rules: error: {_one_line(msg)}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the CLI's promise: one readable line
+        signal_exc = stopping.interrupt_in(exc)  # a second signal that landed inside a kernel
+        if signal_exc is not None:
+            print(f"evo-rules: {signal_exc or 'interrupted'}", file=sys.stderr)
+            return 128 + getattr(signal_exc, "signum", 2)
         if os.environ.get("EVO_RULES_DEBUG"):
             raise
         print(f"evo-rules: internal error: {type(exc).__name__}: {_one_line(exc)} "

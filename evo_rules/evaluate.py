@@ -15,6 +15,7 @@ import numpy as np
 
 from .fitting import fit
 from .rule import parse
+from .stopping import interrupt_in
 
 INVALID_METRIC = -1e9  # below any real metric; finite so NSGA-II crowding stays well defined
 
@@ -81,6 +82,9 @@ def _guarded(text: str, task, fit_settings) -> dict:
     try:
         return evaluate_rule(text, task, fit_settings)
     except Exception as exc:  # noqa: BLE001 - deliberately broad: a week-long run must go on
+        signal_exc = interrupt_in(exc)
+        if signal_exc is not None:  # a stop signal that arrived inside a kernel: not this rule's fault
+            raise signal_exc from None
         rule = parse(text, check_constants=False)
         return {"key": rule.key, "text": rule.text, "size": rule.size, "valid": False,
                 "weights": [0.0] * len(rule.params), "fit_loss": None, "iterations": 0,

@@ -71,6 +71,19 @@ class Stop:
             self._abandonable -= 1
 
 
+def interrupt_in(exc: BaseException) -> BaseException | None:
+    """The signal's exception (`Abandoned`, `Aborted`, KeyboardInterrupt) behind `exc`, if any.
+    Raised while numba-compiled code runs, it comes back wrapped in a SystemError ("returned a
+    result with an exception set"); an `except Exception` must not take it for a rule's error."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if not isinstance(exc, Exception):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextmanager
 def handlers(stop: Stop):
     """Route SIGINT and SIGTERM to `stop` while the block runs (main thread only: elsewhere

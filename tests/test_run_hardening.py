@@ -366,3 +366,52 @@ def test_run_search_overwrite_and_resume(tmp_path, reference):
     report = app.run_search(config(generations=1), out=out, progress=False, overwrite=True)
     assert report["generation"] == 1
     assert max(json.loads(line)["gen"] for line in open(os.path.join(out, "lineage.jsonl"))) == 1
+
+
+def test_a_signal_inside_a_kernel_is_a_stop_not_an_invalid_rule():
+    """A signal handler's exception raised while numba code runs comes back as a SystemError
+    ("returned a result with an exception set"): evaluation must pass the stop on, never record
+    the rule as invalid (the resumed run would differ) nor print an internal error."""
+    import signal as sig
+
+    import numba
+    import numpy as np
+
+    from evo_rules.evaluate import _guarded
+    from evo_rules.stopping import Abandoned, interrupt_in
+
+    @numba.njit
+    def busy(n):
+        out = np.zeros(2)
+        for i in range(n):
+            out[i % 2] += np.sin(i)
+        return out, n
+
+    busy(10)
+
+    def raise_abandoned(signum, frame):
+        raise Abandoned()
+
+    old = sig.signal(sig.SIGALRM, raise_abandoned)
+    try:
+        sig.setitimer(sig.ITIMER_REAL, 0.05)
+        with pytest.raises(BaseException) as caught:
+            while True:  # until the alarm lands inside the kernel
+                busy(50_000_000)
+    finally:
+        sig.setitimer(sig.ITIMER_REAL, 0)
+        sig.signal(sig.SIGALRM, old)
+    assert isinstance(interrupt_in(caught.value), Abandoned)
+
+    class Task:  # evaluation raising what the kernel raised
+        def batch(self, part):
+            raise caught.value
+
+    with pytest.raises(Abandoned):
+        _guarded("(mul w x.a)", Task(), {"max_iter": 5})
+
+    class Broken:  # a real error of a rule still marks it invalid
+        def batch(self, part):
+            raise SystemError("a bug")
+
+    assert _guarded("(mul w x.a)", Broken(), {"max_iter": 5})["valid"] is False
