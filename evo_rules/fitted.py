@@ -8,7 +8,6 @@ DataFrame (pandas is never imported: a DataFrame is read through its columns).
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .csvrows import read_rows
 from .rule import Rule, parse
 
 
@@ -180,13 +180,7 @@ def load(folder: str) -> FittedRun:
 def read_csv(path: str, needed: Sequence[str]) -> tuple[dict, int]:
     """The `needed` numeric columns of a CSV file with a header line; other columns may hold
     anything. Errors name the file and line."""
-    try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))
-    except UnicodeDecodeError:
-        raise DataError(f"{path}: not a UTF-8 text file") from None
-    except csv.Error as exc:
-        raise DataError(f"{path}: not a CSV file ({exc})") from None
+    rows = read_rows(path, DataError)
     if not rows:
         raise DataError(f"{path}:1: empty file (expected a header line)")
     header = [h.strip() for h in rows[0]]

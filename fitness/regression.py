@@ -11,14 +11,14 @@ is constant (on all rows or on one split). Settings are declared in `SETTINGS`.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 import os
 import re
 from importlib import resources
 
 import numpy as np
+
+from evo_rules.csvrows import read_rows
 
 from .base import (MAX_SEED, PARTS, Batch, Scorer, Setting, SettingsError, check_settings,
                    did_you_mean, fingerprint_of)
@@ -31,7 +31,6 @@ class CSVFormatError(ValueError):
 
 
 MIN_ROWS = 10
-MAX_FIELD = 1_000  # characters in one cell: a number never needs more
 
 SETTINGS = {"path": Setting(str), "target": Setting(str), "seed": Setting(int, 0, MAX_SEED),
             "valid_fraction": Setting(float, 0.0, 1.0, open=True),
@@ -57,30 +56,9 @@ def _resolve(path: str) -> str:
     raise FileNotFoundError(f"regression data {path!r}: no such file (nor shipped in fitness/data)")
 
 
-def _read_rows(path: str) -> list[list[str]]:
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw.count(b"\n", 0, exc.start) + 1
-        raise CSVFormatError(f"{path}:{line}: not UTF-8 text (byte {exc.start}: "
-                             f"{raw[exc.start:exc.start + 1]!r})") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    rows = []
-    try:
-        for row in reader:
-            if any(len(c) > MAX_FIELD for c in row):
-                raise CSVFormatError(f"{path}:{reader.line_num}: a cell of over {MAX_FIELD} characters")
-            rows.append(row)
-    except csv.Error as exc:  # NUL bytes, an unclosed quote
-        raise CSVFormatError(f"{path}:{reader.line_num}: not CSV: {exc}") from None
-    return rows
-
-
 def load_csv(path: str) -> tuple[list[str], np.ndarray]:
     """Header and float64 data of a numeric CSV; CSVFormatError naming file, line and column."""
-    rows = _read_rows(path)
+    rows = read_rows(path, CSVFormatError)
     if not rows:
         raise CSVFormatError(f"{path}:1: empty file (expected a header line)")
     header = [h.strip() for h in rows[0]]

@@ -208,10 +208,11 @@ def test_cli_predict_prints_and_writes_one_score_per_row(run_dir, tmp_path, caps
     ("a,b,c\n1,2,x\n", "new.csv:2: column c: 'x' is not a number"),
     ("a,b,c\n1,2\n", "new.csv:2: 2 fields, the header has 3"),
     ("", "empty file"),
+    (b"a,b,c\n1,2,3\n1,\xff,3\n", "new.csv:3: not UTF-8 text"),
 ])
 def test_cli_predict_bad_csv_is_one_line(run_dir, tmp_path, capsys, content, words):
     path = tmp_path / "new.csv"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     out = tmp_path / "scores.txt"
     out.write_text("kept\n")
     assert main(["predict", run_dir, str(path), "--rule", "1", "--out", str(out)]) == 2
