@@ -63,9 +63,9 @@ except ImportError:
 
     class RegressorMixin:
         def score(self, X, y):
-            from fitness.arrays import r2_score
+            from fitness.regression import r2
 
-            return r2_score(np.asarray(y, dtype=np.float64), self.predict(X))
+            return r2(np.asarray(y, dtype=np.float64), self.predict(X))
 
     class ClassifierMixin:
         def score(self, X, y):

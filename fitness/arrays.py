@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import PARTS, Batch, Scorer, fingerprint_of
-from .regression import RegressionTask
+from .regression import RegressionTask, r2
 
 METRICS = {"squared": "r2", "logistic": "neg_log_loss"}
 MIN_ROWS = 4
@@ -58,16 +58,8 @@ class ArrayTask:
             if not np.all(np.isfinite(s)):
                 return {self.metric_name: float("nan")}
             if self.loss == "squared":
-                return {"r2": r2_score(b.y, s), "rmse": float(np.sqrt(np.mean((b.y - s) ** 2)))}
+                return {"r2": r2(b.y, s), "rmse": float(np.sqrt(np.mean((b.y - s) ** 2)))}
             # log loss of sigmoid(s): softplus(s) - y s, in the stable form
             log_loss = float(np.mean(np.logaddexp(0.0, s) - b.y * s))
             return {"neg_log_loss": -log_loss, "accuracy": float(np.mean((s > 0) == (b.y > 0.5)))}
 
-
-def r2_score(y: np.ndarray, pred: np.ndarray) -> float:
-    """R^2; a constant target scores 1 when matched exactly, else 0 (scikit-learn's convention)."""
-    ss_res = float(np.sum((y - pred) ** 2))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    if ss_tot > 0:
-        return 1.0 - ss_res / ss_tot
-    return 1.0 if ss_res == 0 else 0.0

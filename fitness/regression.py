@@ -96,11 +96,15 @@ def _float(c: str) -> float | None:
 
 
 def r2(y: np.ndarray, pred: np.ndarray) -> float:
+    """R^2 (nan for non-finite predictions); a constant target scores 1 when matched exactly,
+    else 0 (scikit-learn's convention; the CSV task refuses constant targets anyway)."""
     if not np.all(np.isfinite(pred)):
         return float("nan")
     ss_res = float(np.sum((y - pred) ** 2))
     ss_tot = float(np.sum((y - y.mean()) ** 2))
-    return 1.0 - ss_res / ss_tot if ss_tot > 0 else float("nan")
+    if ss_tot > 0:
+        return 1.0 - ss_res / ss_tot
+    return 1.0 if ss_res == 0 else 0.0
 
 
 def _check_target(path: str, target: str, y: np.ndarray, batches: dict) -> None:
