@@ -48,6 +48,7 @@ class CacheError(ValueError):
 
 
 DAMAGE = ("malformed", "not a database", "corrupt")
+OPEN_TIMEOUT = 60.0  # seconds a busy file is waited for, on open and on every write
 
 
 class FitnessCache:
@@ -69,15 +70,35 @@ class FitnessCache:
             self._open()
 
     def _open(self) -> None:
+        # Switching a new file to WAL takes an exclusive lock and SQLite does not call its busy
+        # handler for it: two processes opening one fresh file can see "database is locked" at
+        # once. Retry the whole open for as long as the busy timeout would have waited.
+        deadline = time.monotonic() + OPEN_TIMEOUT
+        pause = 0.01
+        while True:
+            try:
+                return self._open_once()
+            except CacheError as exc:
+                if exc.damaged or "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.5)
+
+    def _open_once(self) -> None:
         self.db = None
-        with self._guard():
-            self.db = sqlite3.connect(self.path, timeout=60.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            bad = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall() if row[0] != "ok"]
-            if bad:
-                raise sqlite3.DatabaseError(f"database disk image is malformed: {' '.join(bad)[:200]}")
-            self.db.execute(SCHEMA)
-            self.db.commit()
+        try:
+            with self._guard():
+                self.db = sqlite3.connect(self.path, timeout=OPEN_TIMEOUT)
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                bad = [row[0] for row in self.db.execute("PRAGMA quick_check").fetchall() if row[0] != "ok"]
+                if bad:
+                    raise sqlite3.DatabaseError(f"database disk image is malformed: {' '.join(bad)[:200]}")
+                self.db.execute(SCHEMA)
+                self.db.commit()
+        except CacheError:
+            self.close()
+            raise
 
     @contextmanager
     def _guard(self):

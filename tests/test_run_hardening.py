@@ -266,8 +266,10 @@ def test_a_damaged_cache_is_one_line_and_rebuilt_on_request(tmp_path, reference)
 
 
 WRITER = """
-import sys
+import sys, time
 from evo_rules.cache import FitnessCache
+while time.time() < float(sys.argv[3]):  # all open the fresh file at the same moment
+    pass
 cache = FitnessCache(sys.argv[1], "task", {"max_iter": 1})
 for b in range(100):
     cache.put_many([{"key": f"{sys.argv[2]}-{b}-{i}", "v": i} for i in range(20)])
@@ -279,12 +281,16 @@ cache.close()
 def test_two_processes_write_one_cache_at_once(tmp_path):
     path = str(tmp_path / "shared.sqlite")
     env = dict(os.environ, PYTHONPATH=ROOT)
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, path, name], env=env,
-                              stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    # four writers that open one fresh file at once: switching it to WAL used to fail with
+    # "database is locked" in about one process of eight (SQLite calls no busy handler there)
+    start = str(time.time() + 4)
+    names = ("a", "b", "c", "d")
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, path, name, start], env=env,
+                              stderr=subprocess.PIPE, text=True) for name in names]
     for p in procs:
         assert p.wait(timeout=120) == 0, p.stderr.read()
     cache = FitnessCache(path, "task", {"max_iter": 1})
-    assert len(cache) == 2 * 100 * 20
+    assert len(cache) == len(names) * 100 * 20
     assert cache.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     cache.close()
 
