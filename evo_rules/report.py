@@ -15,6 +15,7 @@ import json
 import os
 
 from .gate import distinct_finalists, rerun_gate
+from .prune import prune
 
 REPORT = "report.json"
 EML_NOTE = "eml(u, v) = exp(u) - ln(v)  (softplus(z) = ln(1 + exp(z)))"
@@ -80,10 +81,25 @@ def build_report(search) -> dict:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
+    if report["winner"]:
+        report["winner"]["pruned"] = pruned_entry(search, report["winner"]["text"], test_of)
     report["summary"] = summary(report)
     if hasattr(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
         report["final"] = final_for(search, report)
     return report
+
+
+def pruned_entry(search, text: str, test_of) -> dict | None:
+    """The winner with the terms its fit does not need dropped (evo_rules.prune), with its own
+    test metrics; None when nothing could be dropped."""
+    res = prune(text, search.task, search.config.fit_settings)
+    if not res["dropped"]:
+        return None
+    test = test_of(res["text"])
+    return {"text": res["text"], "size": res["size"], "weights": res["weights"],
+            "infix": _infix(res["text"], res["weights"]), "dropped": res["dropped"],
+            "fit_loss": res["fit_loss"], "full_fit_loss": res["full_fit_loss"],
+            "test_metrics": test.get("metrics", {}), "test_valid": test.get("valid", False)}
 
 
 def _test_metric(entry: dict | None, metric: str) -> float | None:
@@ -132,6 +148,9 @@ def final_for(search, report: dict) -> dict:
     win = report.get("winner")
     if win:
         rules.append({"name": "searched rule (winner)", "text": win["text"], "weights": win["weights"]})
+        if win.get("pruned"):
+            rules.append({"name": "searched rule, pruned", "text": win["pruned"]["text"],
+                          "weights": win["pruned"]["weights"]})
     passed = [g["text"] for g in report["rerun_gate"] if g["passed"]]
     chosen = set(report.get("finalists", []))
     for n, e in enumerate(e for e in report["hall_of_fame"] if e["id"] in chosen):
@@ -282,6 +301,12 @@ def format_report(report: dict) -> str:
     if win:
         lines.append(f"winner (best finalist through the rerun gate): test {metric} = "
                      f"{win['test_metrics'].get(metric, float('nan')):.4f}, size {win['size']}: {win['text']}")
+        p = win.get("pruned")
+        if p:
+            rise = "-" if not p.get("full_fit_loss") else f"{100 * (p['fit_loss'] / p['full_fit_loss'] - 1):+.2f}%"
+            lines.append(f"  pruned (terms its fit does not need dropped, training loss {rise}): test {metric} = "
+                         f"{p['test_metrics'].get(metric, float('nan')):.4f}, size {p['size']}: {p['text']}")
+            lines.append(f"  {'':6}= {p['infix']}")
     elif report.get("rerun_gate"):
         lines.append("winner: none (no finalist passed the rerun gate)")
     final = report.get("final")
