@@ -245,7 +245,7 @@ def _cmd_lm_train(args) -> int:
     except ImportError as exc:
         raise CLIError(f"the language model needs the lm extra (pip install 'evo-rules[lm]'): {exc}") from None
     settings = None
-    given = {k: getattr(args, k) for k in ("max_steps", "seed", "patience") if getattr(args, k) is not None}
+    given = {k: getattr(args, k) for k in ("max_steps", "seed", "patience", "windows") if getattr(args, k) is not None}
     shape = {k: getattr(args, k) for k in ("n_layer", "n_embd", "n_head", "context") if getattr(args, k) is not None}
     if shape:
         given["model"] = {**TrainSettings().model, **shape}
@@ -342,6 +342,9 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--width", dest="n_embd", type=int, help="embedding width (default 128)")
     lt.add_argument("--heads", dest="n_head", type=int, help="attention heads (default 4)")
     lt.add_argument("--context", type=int, help="context in tokens (default 384)")
+    lt.add_argument("--windows", choices=["story", "random"], help="where training rows start: at a "
+                    "story's beginning (story, the default, as nanochat's BOS-aligned rows) or anywhere "
+                    "in the packed text (random, as nanoGPT)")
     lt.add_argument("--quiet", action="store_true")
     lt.set_defaults(func=_cmd_lm_train)
 

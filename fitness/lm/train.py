@@ -54,9 +54,17 @@ class TrainSettings:
     model: dict = field(default_factory=lambda: asdict(gpt.GPTConfig()))
     data: str = ""  # TinyStories folder; empty: the shipped copies
     max_stories: int = 0  # 0: every lm-train story (tests use a few)
+    # "story": every training sequence starts at a story's <|endoftext|> (nanochat's BOS-aligned
+    # rows), so the model always reads a story from its beginning; "random": crops anywhere in the
+    # packed stream (nanoGPT), so it also learns to start mid-story. Folders trained before this
+    # setting existed are "random".
+    windows: str = "story"
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+WINDOWS = ("story", "random")
 
 
 def _lr(s: TrainSettings, step: int) -> float:
@@ -156,6 +164,7 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
             saved = json.loads((out / STATE_JSON).read_text())["settings"]
         except (json.JSONDecodeError, KeyError) as exc:
             raise ValueError(f"{out / STATE_JSON}: unreadable training state ({exc})") from None
+        saved.setdefault("windows", "random")  # trained before story-aligned rows existed
         changed = {}
         if settings is not None and settings.to_dict() != saved:
             new = settings.to_dict()
@@ -169,6 +178,8 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
                                  "--patience may change)")
         settings = TrainSettings(**{**saved, **changed})
     settings = settings or TrainSettings()
+    if settings.windows not in WINDOWS:
+        raise ValueError(f"windows {settings.windows!r}: use one of {', '.join(WINDOWS)}")
     # evo_rules sets OMP_NUM_THREADS=1 for its workers; training wants every core it is given
     torch.set_num_threads(threads or os.cpu_count() or 1)
     splits = tinystories.load_splits(settings.data or None)
@@ -186,6 +197,12 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     if len(stream) <= cfg.context + 1:
         raise ValueError(f"{len(stream)} train tokens: fewer than one context of {cfg.context}")
     val_seqs = _eval_batches(tok, valid_texts, settings.eval_sequences, cfg.context)
+    # where a training row may start: story starts (an <|endoftext|> with a story after it) or anywhere
+    last = len(stream) - cfg.context - 1
+    if settings.windows == "story":
+        row_starts = torch.nonzero(stream[: last + 1] == toks.eot_id(tok)).flatten()
+    else:
+        row_starts = None
 
     device = torch.device(device or "cpu")
     val_seqs = [v.to(device) for v in val_seqs]
@@ -197,6 +214,7 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
             "n_params": model.n_params(), "stopped": None}
     if resumed:
         info = _load_state(out, model, opt)
+        info["settings"].setdefault("windows", "random")
         if info["settings"] != settings.to_dict():
             info.update(settings=settings.to_dict(), stopped=None, since_best=0)
         log(f"lm train: resuming {out} at step {info['step']} (best validation loss "
@@ -224,7 +242,10 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
             stop = "time budget"
             break
         g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
-        starts = torch.randint(0, len(stream) - cfg.context - 1, (settings.batch,), generator=g)
+        if row_starts is None:
+            starts = torch.randint(0, last, (settings.batch,), generator=g)
+        else:
+            starts = row_starts[torch.randint(0, len(row_starts), (settings.batch,), generator=g)]
         xb = torch.stack([stream[s: s + cfg.context] for s in starts]).to(device)
         yb = torch.stack([stream[s + 1: s + cfg.context + 1] for s in starts]).to(device)
         torch.manual_seed(settings.seed * 7_919 + step)  # dropout masks
