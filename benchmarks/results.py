@@ -52,6 +52,7 @@ STAGE3_LABELS = {
     "full memory": "full memory",
     "linear rule": "linear rule (all {n} features, fitted by the inner loop)",
     "searched rule (winner)": "searched rule (winner, passed the gate)",
+    "searched rule, pruned": "searched rule, pruned (terms its fit does not need dropped)",
     "oracle (cross-fitted)": "oracle, cross-fitted (peeks at half the target)",
     "recent-only": "recent-only (last K chunks)",
     "random": "random",

@@ -124,6 +124,37 @@ def test_training_resumes_exactly(tmp_path, data_dir, tiny_model):
     assert (out / "curve.png").stat().st_size > 1000
 
 
+def test_story_rows_start_at_a_story_and_random_rows_anywhere():
+    from fitness.lm.train import _row_starts, training_batch
+
+    eot = 0
+    stream = torch.tensor([0, 5, 6, 7, 0, 8, 9, 0, 4, 4, 4, 4, 4, 0, 3, 3, 3, 3, 3, 3, 0])
+    starts = _row_starts(stream, 4, "story", eot)
+    assert starts.tolist() == [0, 4, 7, 13]  # the last <|endoftext|> has no full row after it
+    for step in range(20):
+        xb, yb = training_batch(stream, starts, 4, 6, seed=1, step=step)
+        assert (xb[:, 0] == eot).all()
+        assert torch.equal(xb[:, 1:], yb[:, :-1])
+    xb, _ = training_batch(stream, _row_starts(stream, 4, "random", eot), 4, 64, seed=1, step=0)
+    assert not (xb[:, 0] == eot).all()
+    again, _ = training_batch(stream, _row_starts(stream, 4, "random", eot), 4, 64, seed=1, step=0)
+    assert torch.equal(xb, again)  # seeded by (seed, step)
+
+
+def test_a_folder_trained_before_story_rows_resumes_as_random(tmp_path, data_dir):
+    from fitness.lm.train import STATE_JSON, train_lm
+
+    out = tmp_path / "old"
+    quiet = dict(progress=False, log=lambda m: None)
+    train_lm(out, minutes=5, settings=_settings(data_dir, windows="random"), steps=10, **quiet)
+    state = json.loads((out / STATE_JSON).read_text())
+    del state["settings"]["windows"]  # as written before the setting existed
+    (out / STATE_JSON).write_text(json.dumps(state))
+    res = train_lm(out, minutes=5, **quiet)
+    assert res["step"] == 30
+    assert json.loads((out / STATE_JSON).read_text())["settings"]["windows"] == "random"
+
+
 def test_model_round_trip_and_bad_files(tmp_path, tiny_model):
     from fitness.lm import model as gpt
 

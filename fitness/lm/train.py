@@ -83,6 +83,28 @@ def _token_stream(tok, texts) -> np.ndarray:
     return np.asarray(ids, dtype=np.int64)
 
 
+def _row_starts(stream: torch.Tensor, context: int, windows: str, eot: int) -> torch.Tensor | None:
+    """Where a training row may start: at a story's <|endoftext|> (windows = "story"), or
+    anywhere a full row fits (None: "random")."""
+    if windows != "story":
+        return None
+    return torch.nonzero(stream[: len(stream) - context] == eot).flatten()
+
+
+def training_batch(stream: torch.Tensor, row_starts: torch.Tensor | None, context: int, batch: int,
+                   seed: int, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of one step (inputs, next tokens): drawn from a generator seeded by (seed, step),
+    so a resumed run takes exactly the steps an uninterrupted one would."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    if row_starts is None:
+        starts = torch.randint(0, len(stream) - context - 1, (batch,), generator=g)
+    else:
+        starts = row_starts[torch.randint(0, len(row_starts), (batch,), generator=g)]
+    xb = torch.stack([stream[s: s + context] for s in starts])
+    yb = torch.stack([stream[s + 1: s + context + 1] for s in starts])
+    return xb, yb
+
+
 def _eval_batches(tok, texts, n: int, context: int) -> list[torch.Tensor]:
     """Fixed validation sequences: each story from its start (EOT first), cut to the context."""
     eot = toks.eot_id(tok)
@@ -197,12 +219,7 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     if len(stream) <= cfg.context + 1:
         raise ValueError(f"{len(stream)} train tokens: fewer than one context of {cfg.context}")
     val_seqs = _eval_batches(tok, valid_texts, settings.eval_sequences, cfg.context)
-    # where a training row may start: story starts (an <|endoftext|> with a story after it) or anywhere
-    last = len(stream) - cfg.context - 1
-    if settings.windows == "story":
-        row_starts = torch.nonzero(stream[: last + 1] == toks.eot_id(tok)).flatten()
-    else:
-        row_starts = None
+    row_starts = _row_starts(stream, cfg.context, settings.windows, toks.eot_id(tok))
 
     device = torch.device(device or "cpu")
     val_seqs = [v.to(device) for v in val_seqs]
@@ -241,13 +258,8 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
         if time.perf_counter() - started >= budget or (steps is not None and step - first_step >= steps):
             stop = "time budget"
             break
-        g = torch.Generator().manual_seed(settings.seed * 1_000_003 + step)
-        if row_starts is None:
-            starts = torch.randint(0, last, (settings.batch,), generator=g)
-        else:
-            starts = row_starts[torch.randint(0, len(row_starts), (settings.batch,), generator=g)]
-        xb = torch.stack([stream[s: s + cfg.context] for s in starts]).to(device)
-        yb = torch.stack([stream[s + 1: s + cfg.context + 1] for s in starts]).to(device)
+        xb, yb = training_batch(stream, row_starts, cfg.context, settings.batch, settings.seed, step)
+        xb, yb = xb.to(device), yb.to(device)
         torch.manual_seed(settings.seed * 7_919 + step)  # dropout masks
         for group in opt.param_groups:
             group["lr"] = _lr(settings, step)
