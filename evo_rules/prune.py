@@ -1,14 +1,17 @@
-"""Pruning a fitted rule: drop the terms whose weights do not matter.
+"""Pruning a fitted rule: drop the parts whose weights do not matter.
 
-A search keeps terms that its fit barely uses (a product whose weight fitted near 0, a second
-recency term). After the search, `prune` removes them from the rule it reports: one pass over
-the terms of every sum, largest rule first; a term is dropped when re-fitting the rule without
-it raises the fitted training loss by at most `tol` (relative). The loss is compared with the
-full rule's, not the last accepted one's, so the drops together cost at most `tol`. The
-report shows both the rule as searched and the pruned one, each with its test metric: pruning
-is for reading and reuse, never fed back into the search.
+A search keeps parts that its fit barely uses (a product whose weight fitted near 0, a second
+recency term, a feature inside an exp that could be a constant). After the search, `prune`
+removes them from the rule it reports. The moves, largest removal first: drop a term of a sum,
+or make any other subterm a constant (a fresh weight). A move is taken when re-fitting the
+smaller rule raises the fitted training loss by at most `tol` (relative) over the full rule's;
+the comparison is always with the full rule, never the last accepted one, so all the moves
+together cost at most `tol`. Then the moves are tried again on the smaller rule, until none is
+taken. The report shows both the rule as searched and the pruned one, each with its test
+metric: pruning is for reading and reuse, never fed back into the search.
 
-One fit per term tried (a size-70 rule with 20 terms: 20 fits).
+Each move is tried once (named by the shape of what it removes): a size-40 rule takes a few
+dozen fits.
 """
 
 from __future__ import annotations
@@ -19,27 +22,39 @@ from typing import Mapping
 from .fitting import fit
 from .rule import parse
 from .simplify import shape_text
-from .terms import Term, to_text
+from .terms import Term, size, to_text, weight
 
 TOL = 1e-3  # relative rise in the fitted training loss a dropped term may cost
 
 
-def _sum_paths(t: Term, path: tuple[int, ...] = ()) -> list[tuple[tuple[int, ...], int]]:
-    """(path to an add node, index of one of its children), for every child of every sum."""
-    out = []
-    if t.op == "add":
-        out += [(path, i) for i in range(len(t.args))]
-    for i, a in enumerate(t.args):
-        out += _sum_paths(a, path + (i,))
-    return out
-
-
-def _without(t: Term, path: tuple[int, ...], drop: int) -> Term:
-    if not path:
-        rest = tuple(a for i, a in enumerate(t.args) if i != drop)
-        return rest[0] if len(rest) == 1 else Term("add", rest)
+def _replace(t: Term, path: tuple[int, ...], new: Term | None) -> Term:
+    """t with the subterm at `path` replaced by `new` (None: dropped from its sum)."""
     i = path[0]
-    return Term(t.op, t.args[:i] + (_without(t.args[i], path[1:], drop),) + t.args[i + 1:], t.value)
+    if len(path) == 1 and new is None:
+        rest = t.args[:i] + t.args[i + 1:]
+        return rest[0] if len(rest) == 1 else Term(t.op, rest)
+    child = new if len(path) == 1 else _replace(t.args[i], path[1:], new)
+    return Term(t.op, t.args[:i] + (child,) + t.args[i + 1:], t.value)
+
+
+def _candidates(t: Term) -> list[tuple[str, Term, str]]:
+    """(what is removed, the smaller term, a name for the move that survives renumbering), for
+    every term of a sum dropped and every other subterm made a constant (a fresh weight: a
+    feature in a product, an inner exp or log), largest removal first."""
+    out = []
+
+    def walk(node: Term, path: tuple[int, ...]) -> None:
+        for i, a in enumerate(node.args):
+            here = path + (i,)
+            if node.op == "add":  # a constant term too: an offset a listwise loss cannot see
+                out.append((size(a), to_text(a), _replace(t, here, None), "drop " + shape_text(a)))
+            elif a.op not in ("w", "num"):
+                out.append((size(a), to_text(a), _replace(t, here, weight()), "const " + shape_text(a)))
+            walk(a, here)
+
+    walk(t, ())
+    out.sort(key=lambda c: -c[0])  # stable: pre-order among equal sizes
+    return [(what, smaller, name) for _, what, smaller, name in out]
 
 
 def _fit(text: str, task, fit_settings: Mapping) -> dict | None:
@@ -57,30 +72,26 @@ def _fit(text: str, task, fit_settings: Mapping) -> dict | None:
 
 
 def prune(text: str, task, fit_settings: Mapping, tol: float = TOL) -> dict:
-    """The rule with the terms its fit does not need dropped (see the module doc):
-    {"text", "size", "weights", "fit_loss", "full_fit_loss", "dropped": [term texts], "fits"}."""
+    """The rule without the parts its fit does not need (see the module doc): {"text", "size",
+    "weights", "fit_loss", "full_fit_loss", "dropped": [texts removed, in order], "fits"}."""
     current = _fit(text, task, fit_settings)
     if current is None:
         raise ValueError(f"not a rule: {text[:80]}")
     full = current["loss"]
     fits, dropped = 1, []
     limit = full + tol * max(abs(full), 1e-12)
-    # a term is tried once, named by its shape (weights unnamed: renumbering after a drop keeps it)
+    # a move is tried once, named by its shape (weights unnamed: renumbering after a drop keeps it)
     tried: set[str] = set()
     while math.isfinite(full):
-        term, step = current["term"], None
-        for path, i in _sum_paths(term):
-            node = term
-            for j in path:
-                node = node.args[j]
-            shape = shape_text(node.args[i])
-            if shape in tried:
+        step = None
+        for what, smaller_term, name in _candidates(current["term"]):
+            if name in tried:
                 continue
-            tried.add(shape)
-            smaller = _fit(to_text(_without(term, path, i)), task, fit_settings)
+            tried.add(name)
+            smaller = _fit(to_text(smaller_term), task, fit_settings)
             fits += 1
-            if smaller is not None and smaller["loss"] <= limit:
-                step = (smaller, to_text(node.args[i]))
+            if smaller is not None and smaller["size"] < current["size"] and smaller["loss"] <= limit:
+                step = (smaller, what)
                 break
         if step is None:
             break

@@ -42,3 +42,13 @@ def test_prune_tolerance_bounds_the_loss_it_may_cost():
 def test_prune_refuses_text_that_is_no_rule():
     with pytest.raises(ValueError):
         prune("(add x.a", _task(n=100), FIT)
+
+
+def test_prune_makes_an_unneeded_feature_of_a_product_a_constant():
+    rng = np.random.default_rng(1)
+    X = rng.uniform(0.5, 1.5, size=(20_000, 2))
+    y = 3.0 * np.exp(0.5 * X[:, 0]) + 0.01 * rng.normal(size=20_000)  # b plays no part
+    task = ArrayTask(X, y, ("a", "b"))
+    res = prune("(mul w0 (exp (mul w1 x.a x.b)))", task, FIT)
+    assert res["text"] == "(mul (exp (mul w0 x.a)) w1)"
+    assert res["dropped"] == ["x.b"]
