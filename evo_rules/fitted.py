@@ -122,12 +122,14 @@ class FittedRule:
 @dataclass(frozen=True)
 class FittedRun:
     """What `load` returns: the run's winner (None when no finalist passed the rerun gate, or the
-    run has no report yet) and its hall of fame, best first."""
+    run has no report yet), the winner pruned (`evo_rules.prune`; None when nothing could go or
+    there is no winner) and the hall of fame, best first."""
 
     folder: str
     task: dict
     winner: FittedRule | None
     hall_of_fame: list[FittedRule]
+    pruned: FittedRule | None = None
 
     @property
     def best(self) -> FittedRule | None:
@@ -163,8 +165,10 @@ def load(folder: str) -> FittedRun:
                 report = json.load(fh)
             hof = [_fitted(e, path) for e in report["hall_of_fame"]]
             win = report.get("winner")
+            pruned = (win or {}).get("pruned")
             return FittedRun(folder, dict(report.get("task") or {}),
-                             _fitted(win, path) if win else None, hof)
+                             _fitted(win, path) if win else None, hof,
+                             _fitted(pruned, path) if pruned else None)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a readable run report ({exc})") from None
     if not any(os.path.exists(os.path.join(folder, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):

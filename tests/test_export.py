@@ -240,3 +240,31 @@ def test_load_reads_a_run_without_report_from_its_checkpoint(run_dir, tmp_path):
     assert from_ckpt.winner is None
     assert [r.text for r in from_ckpt.hall_of_fame] == [r.text for r in from_report.hall_of_fame]
     assert [r.weights for r in from_ckpt.hall_of_fame] == [r.weights for r in from_report.hall_of_fame]
+
+
+def test_load_gives_the_pruned_winner_the_report_shows(run_dir, tmp_path):
+    import json
+    import shutil
+
+    from evo_rules.prune import prune
+    from fitness.registry import get_task
+
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    with open(copy / "report.json", encoding="utf-8") as fh:
+        report = json.load(fh)
+    win = report["winner"] or report["hall_of_fame"][0]
+    task = get_task("regression", path="example_regression.csv", target="y")
+    res = prune(win["text"], task, {"max_iter": 20}, tol=1e6)  # a loose tolerance: something goes
+    assert res["dropped"] and res["size"] < win["size"]
+    report["winner"] = dict(win, pruned={"text": res["text"], "weights": res["weights"], "size": res["size"]})
+    (copy / "report.json").write_text(json.dumps(report))
+    run = evo_rules.load(str(copy))
+    assert run.pruned.text == res["text"]
+    X = {f: np.random.default_rng(3).normal(0.0, 1.0, 50) for f in ("a", "b", "c")}
+    expected = evo_rules.parse(res["text"]).evaluate(X, np.asarray(res["weights"]))
+    assert np.allclose(run.pruned.predict(X), expected, equal_nan=True)
+    # a report without one (written before pruning existed, or nothing could go): None
+    report["winner"] = win
+    (copy / "report.json").write_text(json.dumps(report))
+    assert evo_rules.load(str(copy)).pruned is None
