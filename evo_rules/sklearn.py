@@ -4,8 +4,13 @@
     est = EvoRulesRegressor(population=64, generations=10, random_state=0).fit(X, y)
     est.predict(X_new); est.rule_; est.weights_; est.hall_of_fame_; est.best_.to_infix()
 
-`fit` shuffles the rows once (by the seed), fits every candidate's weights on the training
-share and ranks candidates on the held-out `valid_fraction`; the best rule of the hall of fame
+`EvoRulesRanker().fit(X, y, group=ids)` ranks the rows of each query (listwise loss): `group`
+gives every row's query id (like XGBoost's `qid`; LightGBM-style group sizes become ids with
+`np.repeat(np.arange(len(sizes)), sizes)`), y each row's relevance (>= 0).
+
+`fit` shuffles the rows once (by the seed; a ranker's whole queries), fits every candidate's
+weights on the training share and ranks candidates on the held-out `valid_fraction`; `max_seconds`
+is the engine's [run] budget. The best rule of the hall of fame
 (ties to the smaller rule) is the model. The search runs in a temporary folder that is removed
 afterwards (nothing is written to the working folder). With scikit-learn installed (the `sklearn`
 extra) the classes are real `BaseEstimator`s (clone, pipelines, grid search, input checks);
@@ -16,10 +21,11 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
+import numbers
 import re
 import shutil
 import tempfile
-import time
 from functools import partial
 
 import numpy as np
@@ -100,6 +106,16 @@ except ImportError:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
+def _seconds(value) -> float:
+    """max_seconds as the engine's [run] budget takes it: a finite number > 0. The search stops
+    after the generation in which it is spent (the result then depends on the machine's speed,
+    unlike a generation budget)."""
+    if (isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value)
+            or value <= 0):
+        raise ValueError(f"max_seconds must be a finite number > 0 or None, got {value!r}")
+    return float(value)
+
+
 class _EvoRulesBase(BaseEstimator):
     _loss = "squared"
 
@@ -118,7 +134,7 @@ class _EvoRulesBase(BaseEstimator):
         self.n_jobs = n_jobs
         self.random_state = random_state
 
-    def _search(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _search(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> None:
         """Run the search; set rule_, weights_, best_, hall_of_fame_, feature_names_."""
         from fitness.arrays import ArrayTask
 
@@ -134,12 +150,13 @@ class _EvoRulesBase(BaseEstimator):
             features = tuple(f"x{j}" for j in range(X.shape[1]))
         rs = self.random_state
         seed = int(rs) if isinstance(rs, (int, np.integer)) else int(check_random_state(rs).randint(2**31 - 1))
-        factory = partial(ArrayTask, X, y, features, self._loss, seed, self.valid_fraction)
+        factory = partial(ArrayTask, X, y, features, self._loss, seed, self.valid_fraction, groups)
         task = factory()  # checks the data before any folder is made
         token = json.dumps({"name": task.name, "fingerprint": task.fingerprint})
+        budget = {} if self.max_seconds is None else {"max_seconds": _seconds(self.max_seconds)}
         config = from_dict({
             "run": {"seed": seed, "population": self.population, "generations": self.generations,
-                    "checkpoint_every": max(1, self.generations)},  # nothing resumes it
+                    "checkpoint_every": max(1, self.generations), **budget},  # nothing resumes it
             "task": {"name": task.name},
             "search": {"seed_reference": False, "seed_linear": bool(self.seed_linear),
                        "hall_of_fame": self.hall_of_fame},
@@ -153,10 +170,10 @@ class _EvoRulesBase(BaseEstimator):
             search = Search(config, TaskHandle(factory, token), app.variation(config, features),
                             folder, seeds=app.seed_texts(config, task), progress=False)
             try:
-                self._run(search)
+                search.run()  # a spent max_seconds ends it after a completed generation
             finally:
                 search.close()
-            if search.interrupted:
+            if search.interrupted and search.stop_reason != "max_seconds":
                 raise KeyboardInterrupt
             hof = sorted((i for i in search.manager.hof if i.valid),
                          key=lambda i: (-i.metric, i.size, i.id))
@@ -172,18 +189,6 @@ class _EvoRulesBase(BaseEstimator):
         self.feature_names_ = features
         self.seed_ = seed
         self.n_iter_ = search.generation + 1  # generations evaluated, the first one included
-
-    def _run(self, search) -> None:
-        if self.max_seconds is None:
-            search.run()
-            return
-        # a time budget: one generation per call, stopping once the budget is spent (the result
-        # then depends on the machine's speed, unlike a generation budget)
-        stop = time.perf_counter() + float(self.max_seconds)
-        while search.generation < self.generations and not search.interrupted:
-            search.run(search.generation + 1)
-            if time.perf_counter() >= stop:
-                break
 
     def _scores(self, X) -> np.ndarray:
         check_is_fitted(self, "best_")
@@ -240,3 +245,47 @@ class EvoRulesClassifier(ClassifierMixin, _EvoRulesBase):
         tags.classifier_tags.multi_class = False
         return tags
 
+
+def _query_ids(group, n: int) -> np.ndarray:
+    if group is None:
+        raise ValueError("EvoRulesRanker needs group=: one query id per row of X")
+    ids = np.asarray(group).reshape(-1)
+    if ids.shape[0] != n:
+        raise ValueError(f"group has {ids.shape[0]} entries for {n} rows: it gives one query id per "
+                         "row (group sizes become ids by np.repeat(np.arange(len(sizes)), sizes))")
+    return ids
+
+
+class EvoRulesRanker(_EvoRulesBase):
+    """Learning to rank (listwise loss: softmax cross-entropy over each query's rows against
+    their relevance). `fit(X, y, group=ids)`: one query id per row (any sortable ids; a query's
+    rows need not be adjacent), y the relevance >= 0 (a query with none > 0 is ignored). Whole
+    queries are shuffled into train and valid; rules are ranked by validation mean reciprocal
+    rank. `predict` gives scores (higher ranks first); `score(X, y, group)` is the mean
+    reciprocal rank of each query's best-scored most relevant row (ties count as misses)."""
+
+    _loss = "listwise"
+
+    def fit(self, X, y, group=None):
+        X, y = validate_data(self, X, y, y_numeric=True)
+        ids = _query_ids(group, X.shape[0])
+        self._search(np.asarray(X, dtype=np.float64), np.asarray(y, dtype=np.float64), ids)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        return self._scores(X)
+
+    def score(self, X, y, group=None) -> float:
+        from fitness.arrays import reciprocal_ranks
+
+        s = self.predict(X)
+        y = np.asarray(y, dtype=np.float64).reshape(-1)
+        ids = _query_ids(group, s.shape[0])
+        if y.shape[0] != s.shape[0]:
+            raise ValueError(f"X has {s.shape[0]} rows, y has {y.shape[0]}")
+        _, inverse = np.unique(ids, return_inverse=True)
+        order = np.argsort(inverse, kind="stable")  # each query's rows together
+        rr = reciprocal_ranks(s[order], y[order], inverse[order])
+        if rr.size == 0:
+            raise ValueError("no query has a relevant row (y > 0): nothing to rank")
+        return float(rr.mean())

@@ -82,5 +82,14 @@ def test_classifier_is_binary_with_probabilities():
 
 def test_time_budget_stops_early():
     X, y = _data(60, seed=4)
-    est = EvoRulesRegressor(population=16, generations=1000, max_seconds=0.0, random_state=0).fit(X, y)
+    est = EvoRulesRegressor(population=16, generations=1000, max_seconds=1e-6, random_state=0).fit(X, y)
     assert est.n_iter_ == 1  # the first population is evaluated, then the spent budget stops it
+    assert est.score(X, y) > 0  # a fitted model all the same (at least the linear seed)
+    assert clone(est).get_params()["max_seconds"] == 1e-6
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, float("nan"), float("inf"), "10", True])
+def test_a_bad_time_budget_is_refused_before_the_search(bad):
+    X, y = _data(40, seed=4)
+    with pytest.raises(ValueError, match="max_seconds must be a finite number > 0 or None"):
+        EvoRulesRegressor(**SMALL, max_seconds=bad).fit(X, y)
