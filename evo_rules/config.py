@@ -14,7 +14,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from typing import Any, Mapping
-from .terms import MAX_DEPTH, MAX_SIZE
+from .terms import MAX_DEPTH, MAX_SIZE, OPERATORS
 
 
 class ConfigError(ValueError):
@@ -120,10 +120,10 @@ class GrammarSection:
 
     def check(self, where):
         _strings(where, "operators", self.operators)
-        bad = [o for o in self.operators if o not in ("add", "mul", "exp", "log", "eml")]
+        bad = [o for o in self.operators if o not in OPERATORS]  # the default five + terms.WIDE
         if bad or not self.operators:
-            raise ConfigError(f"{where}.operators: unknown operator(s) {bad} (known: add, mul, exp, log, eml)"
-                              f"{_did_you_mean(bad[0] if bad else '', ('add', 'mul', 'exp', 'log', 'eml'))}")
+            raise ConfigError(f"{where}.operators: unknown operator(s) {bad} (known: {', '.join(OPERATORS)})"
+                              f"{_did_you_mean(bad[0] if bad else '', OPERATORS)}")
         _strings(where, "features", self.features)
         for i, f in enumerate(self.features):
             if not _FEATURE_NAME.match(f):

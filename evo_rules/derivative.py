@@ -10,6 +10,11 @@ Division is written in the term language as ``v' * exp(-log v)``: the rule alrea
 ``log v`` (so v > 0 wherever the rule is defined), and the compiler turns the pattern into a
 reciprocal. The derivative of the stable softplus ``log(1 + exp z)`` is written
 ``z' * exp(z - log(1 + exp z))``, the sigmoid, which the compiler evaluates stably.
+
+The wider operators (terms.WIDE) differentiate with `div` and `pow` of the term language:
+sin' = cos, cos' = -sin, sqrt(u)' = 0.5 / sqrt(u), abs' = sign, sign' = 0 (weights under a sign
+alone get a zero gradient), (u / v)' = u' / v - v' (u / v) / v, and (u ^ v)' = u' v u^(v-1) +
+v' u^v log u (the second part only when v holds a weight).
 """
 
 from __future__ import annotations
@@ -166,6 +171,8 @@ def gradients(t: Term) -> dict[str, Term]:
                 give(u, b.mul(a, b.make("exp", (u,))))
             if has_w[id(v)]:
                 _give_log(b, give, v, b.neg(a))
+        elif op in _WIDE:
+            _WIDE[op](b, give, n, a, [has_w[id(c)] for c in n.args])
         else:
             raise ValueError(f"cannot differentiate operator {op!r}")
     return {w: adjoint.get(id(b.make("w", (), w[1:])), ZERO_U) for w in weights_in(root)}
@@ -199,6 +206,54 @@ def _give_log(b: _Builder, give, v: Term, a: Term) -> None:
         give(z, b.mul(a, b.sigmoid(z, v)))
     else:
         give(v, b.mul(a, b.recip(v)))
+
+
+# ---------------------------------------------------------------- the wider operator set
+# each: (builder, give, node n, adjoint a of n, which children hold a weight) -> None
+
+
+def _d_sin(b, give, n, a, _):
+    give(n.args[0], b.mul(a, b.make("cos", n.args)))
+
+
+def _d_cos(b, give, n, a, _):
+    give(n.args[0], b.mul(MINUS_ONE_U, a, b.make("sin", n.args)))
+
+
+def _d_sqrt(b, give, n, a, _):
+    give(n.args[0], b.mul(b.make("num", (), 0.5), a, b.make("div", (ONE_U, n))))
+
+
+def _d_abs(b, give, n, a, _):
+    give(n.args[0], b.mul(a, b.make("sign", n.args)))
+
+
+def _d_sign(b, give, n, a, _):
+    pass  # piecewise constant: nothing flows to the argument
+
+
+def _d_div(b, give, n, a, wanted):
+    u, v = n.args
+    if wanted[0]:
+        give(u, b.make("div", (a, v)))
+    if wanted[1]:
+        give(v, b.mul(MINUS_ONE_U, a, b.make("div", (n, v))))
+
+
+def _d_pow(b, give, n, a, wanted):
+    u, v = n.args
+    if wanted[0]:
+        if v.op == "num":
+            lower = b.make("num", (), num(v.value - 1.0).value)
+        else:
+            lower = b.add([v, MINUS_ONE_U])
+        give(u, b.mul(a, v, b.make("pow", (u, lower))))
+    if wanted[1]:
+        give(v, b.mul(a, n, b.make("log", (u,))))
+
+
+_WIDE = {"sin": _d_sin, "cos": _d_cos, "sqrt": _d_sqrt, "abs": _d_abs, "sign": _d_sign,
+         "div": _d_div, "pow": _d_pow}
 
 
 def derivative(t: Term, wname: str) -> Term:

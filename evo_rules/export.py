@@ -5,7 +5,8 @@ instruction, so it computes what the kernel computes in the same order and with 
 forms (softplus as `np.logaddexp(0, z)`, i.e. max(z, 0) + log1p(exp(-|z|)); the kernel's sigmoid
 and reciprocal): where the kernel's value is finite, the two agree up to the few ulp by which
 NumPy's exp/log differ from the kernel's vector math. LaTeX and SymPy are printed from the term
-tree instead (readable math, not an evaluation order). SymPy is optional (the `sympy` extra).
+tree instead (readable math, not an evaluation order); the wider operators as \\sin, \\frac,
+{u}^{v}, |u| and sin, Abs, sign, Pow. SymPy is optional (the `sympy` extra).
 """
 
 from __future__ import annotations
@@ -73,12 +74,16 @@ def to_numpy(rule, weights: Weights = None, name: str = "rule") -> str:
         if op == K.FEAT:
             expr[i], uniform[i] = fvar[a], False
             continue
-        uniform[i] = uniform[a] and (uniform[b] if op in (K.ADD, K.SUB, K.MUL) else True)
+        uniform[i] = uniform[a] and (uniform[b] if op in K.BINARY_OPS else True)
         x, y = expr[a], expr.get(b, "")
         rhs = {K.ADD: f"{x} + {y}", K.SUB: f"{x} - {y}", K.MUL: f"{x} * {y}", K.NEG: f"-{x}",
                K.EXP: f"np.exp({x})", K.LOG: f"np.log({x})",
                K.SOFTPLUS: f"np.logaddexp(0.0, {x})",  # max(z, 0) + log1p(exp(-|z|))
-               K.SIGMOID: f"_sigmoid({x})", K.RECIP: f"1.0 / {x}"}[op]
+               K.SIGMOID: f"_sigmoid({x})", K.RECIP: f"1.0 / {x}",
+               # ufuncs, not / and **: two literals (1.0 / 0.0) give inf or NaN, never raise
+               K.SIN: f"np.sin({x})", K.COS: f"np.cos({x})", K.SQRT: f"np.sqrt({x})",
+               K.ABS: f"np.abs({x})", K.SIGN: f"np.sign({x})", K.DIV: f"np.divide({x}, {y})",
+               K.POW: f"np.power({x}, {y})"}[op]
         if op in _HELPERS:
             helpers.add(op)
         expr[i] = f"t{i}"
@@ -134,6 +139,9 @@ def to_callable(rule, weights: Weights = None, name: str = "rule"):
 # ------------------------------------------------------------------ LaTeX
 
 _LATEX_PREC = {"add": 1, "mul": 2}
+_TEX_FUNCTIONS = {"sin": "\\sin", "cos": "\\cos", "sign": "\\operatorname{sign}"}
+# a power's base printed without parentheses: leaves and function calls
+_TEX_ATOMS = ("num", "w", "x", "log", "sin", "cos", "sqrt", "abs", "sign")
 
 
 def to_latex(rule, weights: Weights = None, digits: int = 4) -> str:
@@ -185,6 +193,21 @@ def _tex(t: Term, w: Mapping[str, float], digits: int, outer: int) -> str:
                  else "\\ln" + _paren(_tex(v, w, digits, 0)))
         s = f"e^{{{_tex(u, w, digits, 0)}}} - {right}"
         return _paren(s) if outer >= 1 else s
+    if op in _TEX_FUNCTIONS:
+        return _TEX_FUNCTIONS[op] + _paren(_tex(t.args[0], w, digits, 0))
+    if op == "sqrt":
+        return f"\\sqrt{{{_tex(t.args[0], w, digits, 0)}}}"
+    if op == "abs":
+        return f"\\left|{_tex(t.args[0], w, digits, 0)}\\right|"
+    if op == "div":
+        s = f"\\frac{{{_tex(t.args[0], w, digits, 0)}}}{{{_tex(t.args[1], w, digits, 0)}}}"
+        return _paren(s) if outer >= 3 else s  # only as a power's base
+    if op == "pow":
+        u, v = t.args
+        base = _tex(u, w, digits, 0)
+        if u.op not in _TEX_ATOMS or base.startswith("-"):
+            base = _paren(base)
+        return f"{{{base}}}^{{{_tex(v, w, digits, 0)}}}"
     prec = _LATEX_PREC[op]
     # a leading negative factor needs no parentheses: -2 \\cdot a, and a sum shows it as " - 2 ..."
     parts = [_tex(a, w, digits, 1 if op == "mul" and i == 0 else prec) for i, a in enumerate(t.args)]
@@ -237,6 +260,10 @@ def to_sympy(rule, weights: Weights = None):
             return sp.log(args[0])
         if op == "eml":
             return sp.exp(args[0]) - sp.log(args[1])
+        wide = {"sin": sp.sin, "cos": sp.cos, "sqrt": sp.sqrt, "abs": sp.Abs, "sign": sp.sign,
+                "div": lambda u, v: u / v, "pow": sp.Pow}
+        if op in wide:
+            return wide[op](*args)
         raise ValueError(f"cannot export operator {op!r}")
 
     return rec(rule.term)

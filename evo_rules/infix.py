@@ -1,6 +1,8 @@
 """Readable infix text of a term: `exp(u) - log(v)` for eml (`softplus` where v = 1 + exp z),
 features by their bare names, weights by name or, given fitted values, as numbers (4
-significant digits; constants exact)."""
+significant digits; constants exact). The wider operators print as sin(u), cos(u), sqrt(u),
+abs(u), sign(u), `u / v` and `u^v` (pow binds tightest; its base and exponent are parenthesized
+unless they are atoms or function calls)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,8 @@ from typing import Mapping
 
 from .terms import Term, format_number
 
-_PREC = {"add": 1, "mul": 2}
+_PREC = {"add": 1, "mul": 2, "div": 2, "pow": 3}
+FUNCTIONS = ("exp", "log", "sin", "cos", "sqrt", "abs", "sign")
 
 
 def _num(v: float) -> str:
@@ -32,7 +35,7 @@ def _infix(t: Term, w: Mapping[str, float], outer: int) -> str:
         return name
     if op == "x":
         return str(t.value)
-    if op in ("exp", "log"):
+    if op in FUNCTIONS:
         return f"{op}({_infix(t.args[0], w, 0)})"
     if op == "eml":
         u, v = t.args
@@ -46,6 +49,9 @@ def _infix(t: Term, w: Mapping[str, float], outer: int) -> str:
         return f"({s})" if outer >= 1 else s
     prec = _PREC[op]
     parts = [_infix(a, w, prec) for a in t.args]
+    if op in ("div", "pow"):
+        s = parts[0] + (" / " if op == "div" else "^") + parts[1]
+        return f"({s})" if outer >= prec else s
     if op == "add":
         s = parts[0]
         for p in parts[1:]:

@@ -33,8 +33,11 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 CONST, WEIGHT, FEAT, ADD, SUB, MUL, NEG, EXP, LOG, SOFTPLUS, SIGMOID, RECIP = range(12)
+# the wider operator set (terms.WIDE); libm's scalar functions in both kernel variants
+SIN, COS, SQRT, ABS, SIGN, DIV, POW = range(12, 19)
 OPNAMES = ("const", "weight", "feat", "add", "sub", "mul", "neg", "exp", "log", "softplus",
-           "sigmoid", "recip")
+           "sigmoid", "recip", "sin", "cos", "sqrt", "abs", "sign", "div", "pow")
+BINARY_OPS = (ADD, SUB, MUL, DIV, POW)  # instructions that read slot b
 BLOCK = 256  # rows per block (a multiple of LANES)
 LANES = 4  # doubles per vector-math call (AVX2)
 _VEC_SYMBOLS = {"exp": "_ZGVdN4v_exp", "log": "_ZGVdN4v_log", "log1p": "_ZGVdN4v_log1p"}
@@ -196,6 +199,28 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
         elif op == RECIP:
             for r in range(m):
                 buf[i, r] = 1.0 / buf[a, r]
+        elif op == SIN:
+            for r in range(m):
+                buf[i, r] = np.sin(buf[a, r])
+        elif op == COS:
+            for r in range(m):
+                buf[i, r] = np.cos(buf[a, r])
+        elif op == SQRT:
+            for r in range(m):
+                buf[i, r] = np.sqrt(buf[a, r])  # NaN below 0
+        elif op == ABS:
+            for r in range(m):
+                buf[i, r] = abs(buf[a, r])
+        elif op == SIGN:
+            for r in range(m):
+                x = buf[a, r]
+                buf[i, r] = 1.0 if x > 0.0 else (-1.0 if x < 0.0 else x)  # 0 and NaN pass
+        elif op == DIV:
+            for r in range(m):
+                buf[i, r] = buf[a, r] / buf[b, r]  # +-inf or NaN at 0 (numpy error model)
+        elif op == POW:
+            for r in range(m):
+                buf[i, r] = np.power(buf[a, r], buf[b, r])  # NaN: negative base, real exponent
 
     @_named(tag)
     def interp(code, arg_a, arg_b, consts, X, weights, outs, result):
@@ -222,7 +247,7 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
                 uniform[i] = False
             else:
                 u = uniform[a]
-                if op == ADD or op == SUB or op == MUL:
+                if op == ADD or op == SUB or op == MUL or op == DIV or op == POW:
                     u = u and uniform[b]
                 uniform[i] = u
                 if u:

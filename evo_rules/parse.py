@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 import re
 
-from .terms import ARITY, MAX_DEPTH, MAX_SIZE, MAX_TEXT, NARY, Term, feature, num, to_text, weight
+from .terms import (ARITY, MAX_DEPTH, MAX_SIZE, MAX_TEXT, NARY, OPERATORS, Term, feature, num,
+                    to_text, weight)
 
 ALIASES = {"+": "add", "*": "mul"}
 _TOKEN = re.compile(r"\s*(?:(\()|(\))|([^\s()]+))")
@@ -100,7 +101,7 @@ def read(text: str) -> tuple[Term, dict[int, tuple[int, int]]]:
                 raise ParseError("expected an operator after '('", text, opos)
             op = ALIASES.get(op, op)
             if op not in NARY and op not in ARITY:
-                raise ParseError(f"unknown operator {show(op)} (known: add, mul, exp, log, eml, "
+                raise ParseError(f"unknown operator {show(op)} (known: {', '.join(OPERATORS)}, "
                                  f"+, *)", text, opos)
             stack.append((pos, op, opos, []))
             i += 2

@@ -6,6 +6,7 @@ exp/log values. Patterns compiled specially:
   exp(z - log(1+exp z)) -> SIGMOID z    (stable; the softplus derivative)
   exp(-log v)           -> RECIP v      (the derivative of log; v > 0 where log v is defined)
   (mul -1 a)            -> NEG a
+The wider operators (terms.WIDE) compile one to one (sin -> SIN, ..., div u v -> DIV u v).
 """
 
 from __future__ import annotations
@@ -42,7 +43,7 @@ class Program:
                 arg = f"w{self.arg_a[i]}"
             elif op == "feat":
                 arg = "x." + self.features[self.arg_a[i]]
-            elif op in ("add", "sub", "mul"):
+            elif self.code[i] in K.BINARY_OPS:
                 arg = f"%{self.arg_a[i]} %{self.arg_b[i]}"
             else:
                 arg = f"%{self.arg_a[i]}"
@@ -128,6 +129,8 @@ class _Builder:
             for s in slots[1:]:
                 acc = self.emit(code, min(acc, s), max(acc, s))
             return acc
+        if code in (K.DIV, K.POW):  # not commutative: operands in order
+            return self.emit(code, self.by_id[id(operands[0])], self.by_id[id(operands[1])])
         return self.emit(code, self.by_id[id(operands[0])])
 
 
@@ -153,7 +156,13 @@ def _plan(t: Term):
         ce, (e,) = _exp_plan(t.args[0])
         cl, (lg,) = _log_plan(t.args[1])
         return K.SUB, ((ce, e), (cl, lg))
+    if op in _WIDE:
+        return _WIDE[op], t.args
     raise ValueError(f"cannot compile operator {op!r}")
+
+
+_WIDE = {"sin": K.SIN, "cos": K.COS, "sqrt": K.SQRT, "abs": K.ABS, "sign": K.SIGN,
+         "div": K.DIV, "pow": K.POW}
 
 
 def _log_plan(v: Term):
@@ -208,7 +217,7 @@ def _prune(p: Program, outputs: np.ndarray) -> Program:
             continue
         live[s] = True
         op = p.code[s]
-        if op in (K.ADD, K.SUB, K.MUL):
+        if op in K.BINARY_OPS:
             stack += [int(p.arg_a[s]), int(p.arg_b[s])]
         elif op not in (K.CONST, K.WEIGHT, K.FEAT):
             stack.append(int(p.arg_a[s]))
@@ -220,7 +229,7 @@ def _prune(p: Program, outputs: np.ndarray) -> Program:
     for j, op in enumerate(code):
         if op not in (K.CONST, K.WEIGHT, K.FEAT):
             a[j] = new_index[a[j]]
-            if op in (K.ADD, K.SUB, K.MUL):
+            if op in K.BINARY_OPS:
                 b[j] = new_index[b[j]]
     return Program(code, a, b, p.consts[keep].copy(), new_index[outputs].astype(np.int32),
                    p.features, p.n_weights)

@@ -12,6 +12,10 @@ import numpy as np
 from .terms import Term
 
 
+_WIDE = {"sin": np.sin, "cos": np.cos, "sqrt": np.sqrt, "abs": np.abs, "sign": np.sign,
+         "div": np.divide, "pow": np.power}
+
+
 def tree_eval(t: Term, X: Mapping[str, np.ndarray], weights: Mapping[str, float], n: int) -> np.ndarray:
     with np.errstate(all="ignore"):
         return _ev(t, X, weights, n)
@@ -42,4 +46,6 @@ def _ev(t: Term, X, W, n):
         return np.log(vals[0])
     if op == "eml":
         return np.exp(vals[0]) - np.log(vals[1])
+    if op in _WIDE:
+        return _WIDE[op](*vals)
     raise ValueError(f"unknown operator {op!r}")

@@ -40,6 +40,12 @@ def _fold_numbers(op: str, values: list[float]) -> float:
     return p
 
 
+# the wider operator set (terms.WIDE) on numbers; math raises outside the domain (sqrt(-1),
+# 1/0, pow(-8, 1/3)) where NumPy gives NaN/inf: either way the node stays unfolded
+_WIDE_FOLD = {"sin": math.sin, "cos": math.cos, "sqrt": math.sqrt, "abs": abs,
+              "sign": lambda v: float((v > 0) - (v < 0)), "div": lambda u, v: u / v, "pow": math.pow}
+
+
 def _apply(op: str, vals: list[float]) -> float | None:
     """Value of op on numbers, or None when not finite (left unfolded)."""
     try:
@@ -49,9 +55,11 @@ def _apply(op: str, vals: list[float]) -> float | None:
             r = math.log(vals[0]) if vals[0] > 0 else math.nan
         elif op == "eml":
             r = math.exp(vals[0]) - (math.log(vals[1]) if vals[1] > 0 else math.nan)
+        elif op in _WIDE_FOLD:
+            r = _WIDE_FOLD[op](*vals)
         else:
             r = _fold_numbers(op, vals)
-    except OverflowError:
+    except (OverflowError, ValueError, ZeroDivisionError):  # outside the domain: left unfolded
         return None
     return r if math.isfinite(r) else None
 

@@ -2,7 +2,13 @@
 
 A term is a tree of `Term` nodes. Leaves: a number (`num`), a weight (`w`, value = its name or
 "" when anonymous), a feature (`x`, value = its name). Inner nodes: `add` and `mul` (n-ary),
-`exp` and `log` (unary), `eml` (binary, ``exp(u) - ln(v)``).
+`exp` and `log` (unary), `eml` (binary, ``exp(u) - ln(v)``): the default operators.
+
+The wider set (`WIDE`, switched on per run in `[grammar] operators`): `sin`, `cos`, `sqrt`,
+`abs`, `sign` (unary; sign is abs' derivative) and `div` (u / v), `pow` (u ^ v, real exponent,
+NumPy's `power`) (binary). Outside an operator's domain (log of <= 0, sqrt of < 0, div by 0,
+pow of a negative base to a non-integer) the value is NaN or infinite, and a rule that is not
+finite on a training row is invalid, as it always was for log.
 """
 
 from __future__ import annotations
@@ -12,11 +18,15 @@ from dataclasses import dataclass
 from typing import Iterator
 
 NARY = ("add", "mul")
-UNARY = ("exp", "log")
-BINARY = ("eml",)
-OPERATORS = NARY + UNARY + BINARY
+UNARY = ("exp", "log", "sin", "cos", "sqrt", "abs", "sign")
+BINARY = ("eml", "div", "pow")
+# the five operators of EML rules come first, in their historical order (a grammar lists its
+# operators in this order, so the default grammar's text is unchanged); then the wider set
+DEFAULT_OPERATORS = ("add", "mul", "exp", "log", "eml")
+WIDE = ("sin", "cos", "sqrt", "abs", "sign", "div", "pow")
+OPERATORS = DEFAULT_OPERATORS + WIDE
 LEAVES = ("num", "w", "x")
-ARITY = {"exp": 1, "log": 1, "eml": 2}
+ARITY = {**{o: 1 for o in UNARY}, **{o: 2 for o in BINARY}}
 
 # Largest rule the parser accepts (README "Limits and errors"). The recursive passes over a
 # rule (simplify, canonical form, printing, infix) use at most ~4 Python frames per level, so

@@ -1,9 +1,10 @@
 """Checks of a config against its task, run before a run folder is made.
 
-`config.py` checks each value on its own (types, ranges); this module checks what needs the task:
-the task's name and `[task.settings]` (each task declares its settings' types and ranges), the
-data it reads, and every feature named in `[grammar]` and `[search] seed_rules`. Every failure
-is one `ConfigError` line naming the config file and the key.
+`config.py` checks each value on its own (types, ranges); this module checks what needs the task
+or several values together: the task's name and `[task.settings]` (each task declares its
+settings' types and ranges), the grammar's operators against its template share, the data it
+reads, and every feature named in `[grammar]` and `[search] seed_rules`. Every failure is one
+`ConfigError` line naming the config file and the key.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def checked_task(config: RunConfig, build: Callable[[], object]):
     """Check the settings, build the task with `build()`, check the config's features and seed
     rules against it; return the task. Errors of the task's data become one ConfigError line."""
     check_task_settings(config)
+    check_grammar_operators(config)
     check_features_before_build(config)
     try:
         task = build()
@@ -40,6 +42,21 @@ def checked_task(config: RunConfig, build: Callable[[], object]):
         raise ConfigError(f"{config.source}: [task] {config.task.name}: {_line(msg)}") from None
     check_features(config, tuple(task.features), task.name)
     return task
+
+
+def check_grammar_operators(config: RunConfig) -> None:
+    """`[grammar] operators` against the template: rules of the seed's template need add, mul,
+    exp and eml, so a wider set without them (say add, mul, sin, div) needs template_share = 0.
+    (Each name is checked in config.py against terms.OPERATORS.)"""
+    from operators.grammar import TEMPLATE_OPERATORS
+
+    g = config.grammar
+    missing = [o for o in TEMPLATE_OPERATORS if o not in g.operators]
+    if g.template_share > 0 and missing:
+        raise ConfigError(f"{config.source}: [grammar].template_share: {g.template_share} > 0 but the "
+                          f"template (eml signal (add 1 (exp damping))) needs operator(s) "
+                          f"{', '.join(missing)}; add them to [grammar].operators or set "
+                          f"template_share = 0")
 
 
 def check_features_before_build(config: RunConfig) -> None:

@@ -1,6 +1,9 @@
 """The grammar: what a rule may be built from, and how large it may grow.
 
 A `Grammar` is plain, immutable, validated data (it goes into run configs and checkpoints).
+Its operators are a subset of `evo_rules.terms.OPERATORS`: by default the five of EML rules
+(add, mul, exp, log, eml); symbolic regression may add the wider set `terms.WIDE` (sin, cos,
+sqrt, abs, sign, div, pow).
 Every operator in this package takes one and returns only rules the grammar admits
 (`Grammar.admits`): size and depth of the *canonical* term within the limits, at least one
 feature, and only the grammar's features.

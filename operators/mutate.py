@@ -9,7 +9,7 @@ failed tries the parent itself is returned.
 from __future__ import annotations
 
 from evo_rules.rule import Rule
-from evo_rules.terms import NARY, Term, num, replace_at, weight
+from evo_rules.terms import BINARY, NARY, UNARY, Term, num, replace_at, weight
 
 from .generate import feature_term, pick_feature, random_feature, random_subtree
 from .grammar import Grammar
@@ -57,14 +57,17 @@ def subtree_mutation(rule: Rule, g: Grammar, rng) -> Rule:
 
 
 def _swaps(n: Node, g: Grammar) -> tuple[str, ...]:
-    """Operators that can take the place of inner node `n` (same number of arguments)."""
+    """Operators that can take the place of inner node `n` (same number of arguments). With
+    the default operators: add/mul, exp/log, and eml with a two-argument add/mul, in the order
+    earlier versions offered them (the same draws: existing runs reproduce)."""
     op, k = n.term.op, len(n.term.args)
+    binary = tuple(o for o in BINARY if o != op and o in g.operators)
     if op in NARY:
         same = tuple(o for o in NARY if o != op and o in g.operators)
-        return same + (("eml",) if k == 2 and "eml" in g.operators else ())
-    if op == "eml":
-        return tuple(o for o in NARY if o in g.operators)
-    return tuple(o for o in ("exp", "log") if o != op and o in g.operators)
+        return same + (binary if k == 2 else ())
+    if op in BINARY:
+        return tuple(o for o in NARY if o in g.operators) + binary
+    return tuple(o for o in UNARY if o != op and o in g.operators)
 
 
 def _other_leaf(leaf: Term, g: Grammar, rng) -> Term:
@@ -88,8 +91,10 @@ def _other_leaf(leaf: Term, g: Grammar, rng) -> Term:
 
 
 def point_mutation(rule: Rule, g: Grammar, rng) -> Rule:
-    """Swap one operator for another of the same arity (add/mul, exp/log, and eml with a
-    two-argument add/mul), or one leaf for another (feature, weight or grammar constant)."""
+    """Swap one operator for another of the same arity (add/mul; the unary operators among
+    themselves; eml, div, pow and a two-argument add/mul), or one leaf for another (feature,
+    weight or grammar constant). A new non-commutative binary operator gets its arguments in
+    either order."""
     nodes = node_table(rule.term)
     inner = [(n, s) for n in nodes if n.size > 1 for s in (_swaps(n, g),) if s]
     leaves = [n for n in nodes if n.size == 1]
@@ -98,7 +103,7 @@ def point_mutation(rule: Rule, g: Grammar, rng) -> Rule:
             n, ops = choose(rng, inner)
             args = n.term.args
             op = choose(rng, ops)
-            if op == "eml" and rng.random() < 0.5:
+            if op in BINARY and rng.random() < 0.5:
                 args = args[::-1]
             new = Term(op, args)
         elif leaves:

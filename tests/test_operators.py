@@ -72,7 +72,7 @@ def apply(name, parents, g, rng):
     (dict(features=("a", "a")), "features"),
     (dict(features=("x.a",)), "features"),
     (dict(features=("1a",)), "features"),
-    (dict(features=("a",), operators=("add", "pow")), "operators"),
+    (dict(features=("a",), operators=("add", "tan")), "operators"),
     (dict(features=("a",), operators=()), "operators"),
     (dict(features=("a",), max_size=0), "max_size"),
     (dict(features=("a",), max_size=2.5), "max_size"),
