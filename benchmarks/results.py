@@ -35,7 +35,7 @@ RUNS = os.path.join(ROOT, "runs")
 WALL = "results-wall.json"  # the run's wall time and commit, written beside its report
 
 SUITE_HEADER = ("task (config)", "searched", "linear", "oracle", "best reference", "gap closed",
-                "size", "time")
+                "size", "pruned: size / test", "time")
 BABI_HEADER = ("task", "searched recall / exact", "linear recall / exact", "reference (chain-sum)",
                "seed system", "size", "time")
 FEATURES_HEADER = ("task", "feature set", "linear recall / exact", "searched recall / exact", "rerun gate",
@@ -154,8 +154,16 @@ def suite_row(name: str, report: dict, seconds: float) -> dict:
     default = ", the default" if f"{name}.toml" == DEFAULT_CONFIG else ""
     cells = (_label(name, report, default), f"{searched:.4f}" if win else NO_WINNER, f"{linear:.4f}",
              f"{oracle:.4f}", f"{best_ref:.4f}", f"{100 * gap:.1f}%" if win else "-",
-             str(win["size"]) if win else "-", clock(seconds))
+             str(win["size"]) if win else "-", _pruned_cell(win, m), clock(seconds))
     return dict(zip(SUITE_HEADER, cells))
+
+
+def _pruned_cell(win: dict | None, metric: str) -> str:
+    """The winner pruned (evo_rules.prune): its size and test metric, "same" when nothing went."""
+    if not win:
+        return "-"
+    p = win.get("pruned")
+    return "same" if not p else f"{p['size']} / {_metric(p, metric):.4f}"
 
 
 def _pair(entry: dict | None) -> str:
@@ -210,8 +218,10 @@ def _winner_text(report: dict) -> str:
 def regression_line(report: dict, seconds: float) -> str:
     m = report["task"]["metric"]
     w = report["winner"]
+    p = w.get("pruned")
+    pruned = "" if not p else f"; pruned: size {p['size']}, R^2 {_metric(p, m):.4f}, `{p['text']}`"
     return (f"searched R^2 {_metric(w, m):.4f} on test (size {w['size']}, `{w['text']}`) against the "
-            f"linear rule's {_metric(report['baselines'].get('linear'), m):.4f}; {round(seconds)} s")
+            f"linear rule's {_metric(report['baselines'].get('linear'), m):.4f}; {round(seconds)} s{pruned}")
 
 
 REGRESSION_RE = re.compile(r"searched R\^2 ([-\d.]+) on test \(size (\d+),\s*`([^`]+)`\)\s+against\s+the\s+"

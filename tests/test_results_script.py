@@ -43,6 +43,9 @@ def test_suite_row_from_a_tiny_run(tiny_run):
     assert math.isclose(float(row["gap closed"].rstrip("%")),
                         100 * (searched - linear) / (oracle - linear), abs_tol=0.051)
     assert row["size"] == str(report["winner"]["size"])
+    pruned = report["winner"].get("pruned")
+    assert row["pruned: size / test"] == ("same" if not pruned else
+                                         f"{pruned['size']} / {pruned['test_metrics'][m]:.4f}")
     m_, s_ = row["time"].split(":")
     assert abs(60 * int(m_) + int(s_) - seconds) <= 1
     # the printed table reads back as the same cells (what --check relies on)

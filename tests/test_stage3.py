@@ -251,7 +251,11 @@ def test_final_evaluation_real_lm(task):
         # the recency rule keeps the most recent chunks: it is recent-only, and its fresh forwards
         # equal the cached ones that recent-only reads at K = 2
         assert rows[(k, "recency rule")]["loss"] == pytest.approx(rows[(k, "recent-only")]["loss"], abs=1e-5)
-        assert rows[(k, "full memory")]["gap_closed"] == pytest.approx(1.0)
+        full = rows[(k, "full memory")]
+        if full["diff_vs_recent"] < 0:  # full memory helps this tiny model: it closes all of its gap
+            assert full["gap_closed"] == pytest.approx(1.0)
+        else:  # no gap to close: no share of it either
+            assert math.isnan(full["gap_closed"])
     # K = 3 recent-only, rerun now from scratch, equals the table
     lm = MemoryLM(task.model_dir, threads=1)
     eps = _test_episodes(task, lm)
