@@ -108,7 +108,7 @@ def _regression_check(settings: Mapping) -> None:
 
 
 register("regression", _regression,
-         "symbolic regression on a CSV file (settings: path, target); squared loss, R^2 metric",
+         "symbolic regression on a CSV file (settings: path, target; or train, test files); squared loss, R^2 metric",
          _regression_check)
 
 
