@@ -121,7 +121,7 @@ class _EvoRulesBase(BaseEstimator):
 
     def __init__(self, population=64, generations=10, max_seconds=None, max_size=20,
                  valid_fraction=0.25, hall_of_fame=10, max_iter=20, seed_linear=True,
-                 backend="serial", n_jobs=None, random_state=None):
+                 backend="serial", n_jobs=None, random_state=None, operators=None):
         self.population = population
         self.generations = generations
         self.max_seconds = max_seconds
@@ -133,6 +133,7 @@ class _EvoRulesBase(BaseEstimator):
         self.backend = backend
         self.n_jobs = n_jobs
         self.random_state = random_state
+        self.operators = operators
 
     def _search(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> None:
         """Run the search; set rule_, weights_, best_, hall_of_fame_, feature_names_."""
@@ -160,7 +161,7 @@ class _EvoRulesBase(BaseEstimator):
             "task": {"name": task.name},
             "search": {"seed_reference": False, "seed_linear": bool(self.seed_linear),
                        "hall_of_fame": self.hall_of_fame},
-            "grammar": {"max_size": self.max_size},
+            "grammar": self._grammar(),
             "fit": {"max_iter": self.max_iter},
             "evaluation": {"backend": self.backend, "workers": self.n_jobs or 0},
             "rerun": {"seeds": 0},
@@ -189,6 +190,19 @@ class _EvoRulesBase(BaseEstimator):
         self.feature_names_ = features
         self.seed_ = seed
         self.n_iter_ = search.generation + 1  # generations evaluated, the first one included
+
+    def _grammar(self) -> dict:
+        """[grammar]: the rule size, and the operators when given (None: the five of EML rules;
+        e.g. ("add", "mul", "sin", "cos", "div") for symbolic regression)."""
+        from operators.grammar import TEMPLATE_OPERATORS
+
+        grammar = {"max_size": self.max_size}
+        if self.operators is not None:
+            ops = [self.operators] if isinstance(self.operators, str) else [str(o) for o in self.operators]
+            grammar["operators"] = ops
+            if not set(TEMPLATE_OPERATORS) <= set(ops):
+                grammar["template_share"] = 0.0  # the seed's template needs add, mul, exp, eml
+        return grammar
 
     def _scores(self, X) -> np.ndarray:
         check_is_fitted(self, "best_")

@@ -93,3 +93,15 @@ def test_a_bad_time_budget_is_refused_before_the_search(bad):
     X, y = _data(40, seed=4)
     with pytest.raises(ValueError, match="max_seconds must be a finite number > 0 or None"):
         EvoRulesRegressor(**SMALL, max_seconds=bad).fit(X, y)
+
+
+def test_operators_widen_the_regressor_to_a_sine():
+    rng = np.random.default_rng(2)
+    X = rng.uniform(-3, 3, size=(240, 1))
+    y = 2.0 * np.sin(1.5 * X[:, 0]) + 0.05 * rng.normal(size=240)
+    wide = EvoRulesRegressor(population=80, generations=10, random_state=0,
+                             operators=["add", "mul", "sin", "cos", "div"]).fit(X, y)
+    assert wide.score(X, y) > 0.99 and "sin" in wide.rule_.text
+    assert "sin" not in EvoRulesRegressor(**SMALL, random_state=0).fit(X, y).rule_.text
+    with pytest.raises(ValueError, match="tan"):
+        EvoRulesRegressor(**SMALL, operators=["add", "tan"]).fit(X, y)
