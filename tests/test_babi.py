@@ -255,3 +255,16 @@ def test_fitted_reference_rule_beats_recency_and_reaches_targets(task2, task3, w
     assert ref["support_recall"] >= recall and ref["exact"] >= exact
     assert ref["support_recall"] > trivial["support_recall"] + 0.3
     assert ref["exact"] > trivial["exact"] + 0.3
+
+
+def test_memoised_hop_rows_give_the_scores_of_a_fresh_task(task3):
+    rng = np.random.default_rng(5)
+    scorers = []
+    for _ in range(3):
+        w = rng.normal(size=len(task3.features))
+        scorers.append(lambda X, w=w: sum(wi * X[f] for wi, f in zip(w, task3.features)))
+    first = [task3.score("valid", s) for s in scorers]
+    again = [task3.score("valid", s) for s in reversed(scorers)][::-1]  # rows now from the memo
+    fresh = BabiTask(3)
+    assert first == again == [fresh.score("valid", s) for s in scorers]
+    assert task3.infer("valid", scorers[1]) == fresh.infer("valid", scorers[1])
