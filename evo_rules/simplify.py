@@ -151,9 +151,18 @@ def _merge_like_terms(children: list[Term]) -> list[Term]:
     """Sum children c1*m, c2*m, ... with constant factors c and one monomial m -> (c1+c2+...)*m."""
     if len(children) < 2:
         return children
+    # cheap necessary condition first (this runs on every sum of every new rule): like terms
+    # read the same features, since their constant factors read none
+    feature_sets = [frozenset(n.value for n in walk(a) if n.op == "x") for a in children]
+    if len(set(feature_sets)) == len(feature_sets):
+        return children
+    shared = {fs for fs in feature_sets if feature_sets.count(fs) > 1}
     groups: dict[str, list[tuple[Term, list[Term], tuple[Term, ...]]]] = {}
     slots: list[str | Term] = []  # in first-seen order: a group's key, or a child left alone
-    for a in children:
+    for a, fs in zip(children, feature_sets):
+        if fs not in shared:
+            slots.append(a)
+            continue
         factors = a.args if a.op == "mul" else (a,)
         coef = [f for f in factors if not _has_feature(f)]
         mono = tuple(f for f in factors if _has_feature(f))
