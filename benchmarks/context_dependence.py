@@ -20,13 +20,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from fitness import tinystories  # noqa: E402
-from fitness.memory import shipped_model  # noqa: E402
+from evo_rules.fitness import tinystories  # noqa: E402
+from evo_rules.fitness.memory import shipped_model  # noqa: E402
 
 
 def measure(model_dir: str, n_episodes: int, k: int) -> dict:
-    from fitness.lm.memory import MemoryLM, encode_episodes, selection_losses
-    from fitness.lm.scoring import clustered_se
+    from evo_rules.fitness.lm.memory import MemoryLM, encode_episodes, selection_losses
+    from evo_rules.fitness.lm.scoring import clustered_se
 
     lm = MemoryLM(model_dir)
     eps = tinystories.episodes(tinystories.load_splits()["test"], targets_per_story=3)

@@ -96,7 +96,7 @@ from evo_rules import app as app_mod  # noqa: E402
 from evo_rules import search as search_mod  # noqa: E402
 from evo_rules.app import run_search  # noqa: E402
 from evo_rules.losses import Listwise  # noqa: E402
-from fitness.synthetic import SyntheticTask, fit_and_score, linear_rule_text  # noqa: E402
+from evo_rules.fitness.synthetic import SyntheticTask, fit_and_score, linear_rule_text  # noqa: E402
 
 try:
     import scipy  # noqa: E402
@@ -480,7 +480,7 @@ def same_rules(task: SyntheticTask, n_rules: int, repeats: int, maxiter: int, se
     `evaluate_rule` (parse, canonical form, symbolic gradients, program, LM fit, score) and by
     the DEAP evaluator (lift, gp.compile, BFGS fit, score). Passes alternate inside a repeat;
     the ratio is the median over repeats of the per-repeat time ratio."""
-    import operators as ops
+    import evo_rules.operators as ops
     from evo_rules.evaluate import evaluate_rule
 
     g = ops.Grammar(features=FEATURES, max_size=25, max_depth=8, template_share=0.5)

@@ -67,7 +67,7 @@ STAGE3_LABELS = {
 
 def suite_names(runs: str = RUNS) -> list[str]:
     """The and-match configs in the task registry's order (base task first)."""
-    from fitness.synthetic import variant_names
+    from evo_rules.fitness.synthetic import variant_names
 
     return [v for v in variant_names() if os.path.exists(os.path.join(runs, f"{v}.toml"))]
 
@@ -172,7 +172,7 @@ def _pair(entry: dict | None) -> str:
 
 def _chain_sum_text() -> str:
     from evo_rules import parse
-    from fitness.babi import reference_rules
+    from evo_rules.fitness.babi import reference_rules
 
     return parse(reference_rules()["chain-sum"]).text
 

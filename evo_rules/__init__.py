@@ -8,6 +8,15 @@ import os as _os
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     _os.environ.setdefault(_var, "1")
 
+# Installed, the task and operator packages are evo_rules/fitness and evo_rules/operators (and
+# the shipped configs evo_rules/runs: pyproject's package-dir). In a checkout they are the
+# repository's top-level folders: the repository root joins this package's search path so that
+# `evo_rules.fitness` names the same code both ways.
+_root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
+if (not _os.path.isdir(_os.path.join(__path__[0], "fitness"))
+        and _os.path.isfile(_os.path.join(_root, "fitness", "__init__.py"))):
+    __path__.append(_root)
+
 from .fitted import FittedRule, FittedRun, load
 from .fitting import FitResult, fit
 from .parse import ParseError

@@ -37,7 +37,7 @@ def default_config_path() -> str:
 
 
 def task_handle(config: RunConfig) -> TaskHandle:
-    from fitness.registry import get_task
+    from evo_rules.fitness.registry import get_task
 
     settings = dict(config.task.settings)
     token = json.dumps({"name": config.task.name, "settings": settings}, sort_keys=True)
@@ -47,7 +47,7 @@ def task_handle(config: RunConfig) -> TaskHandle:
 def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variation:
     """`weights`: (feature weights, pair weights) of the grammar (`grammar_weights`); empty
     for uniform draws."""
-    import operators as ops
+    import evo_rules.operators as ops
 
     g = config.grammar
     grammar = ops.Grammar(features=tuple(g.features or features), operators=tuple(g.operators),
@@ -220,7 +220,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
     through the cache, keep the best; each expansion round grows the best by one more term."""
     import time
 
-    import operators as ops
+    import evo_rules.operators as ops
 
     from .backends import make_backend
     from .cache import FitnessCache

@@ -232,7 +232,7 @@ def _cmd_predict(args) -> int:
 
 
 def _cmd_tasks(args) -> int:
-    from fitness.registry import TASKS
+    from evo_rules.fitness.registry import TASKS
 
     for name, (_, description) in TASKS.items():
         print(f"{name:24s} {description}")
@@ -241,7 +241,7 @@ def _cmd_tasks(args) -> int:
 
 def _cmd_lm_train(args) -> int:
     try:
-        from fitness.lm.train import TrainSettings, train_lm
+        from evo_rules.fitness.lm.train import TrainSettings, train_lm
     except ImportError as exc:
         raise CLIError(f"the language model needs the lm extra (pip install 'evo-rules[lm]'): {exc}") from None
     settings = None

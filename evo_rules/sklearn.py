@@ -69,7 +69,7 @@ except ImportError:
 
     class RegressorMixin:
         def score(self, X, y):
-            from fitness.regression import r2
+            from evo_rules.fitness.regression import r2
 
             return r2(np.asarray(y, dtype=np.float64), self.predict(X))
 
@@ -137,7 +137,7 @@ class _EvoRulesBase(BaseEstimator):
 
     def _search(self, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None = None) -> None:
         """Run the search; set rule_, weights_, best_, hall_of_fame_, feature_names_."""
-        from fitness.arrays import ArrayTask
+        from evo_rules.fitness.arrays import ArrayTask
 
         from . import app
         from .config import from_dict
@@ -194,7 +194,7 @@ class _EvoRulesBase(BaseEstimator):
     def _grammar(self) -> dict:
         """[grammar]: the rule size, and the operators when given (None: the five of EML rules;
         e.g. ("add", "mul", "sin", "cos", "div") for symbolic regression)."""
-        from operators.grammar import TEMPLATE_OPERATORS
+        from evo_rules.operators.grammar import TEMPLATE_OPERATORS
 
         grammar = {"max_size": self.max_size}
         if self.operators is not None:
@@ -290,7 +290,7 @@ class EvoRulesRanker(_EvoRulesBase):
         return self._scores(X)
 
     def score(self, X, y, group=None) -> float:
-        from fitness.arrays import reciprocal_ranks
+        from evo_rules.fitness.arrays import reciprocal_ranks
 
         s = self.predict(X)
         y = np.asarray(y, dtype=np.float64).reshape(-1)

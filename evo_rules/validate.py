@@ -18,8 +18,8 @@ SHOWN_FEATURES = 8  # a message lists this many of the task's features
 
 def check_task_settings(config: RunConfig) -> None:
     """The task's name and settings, without building the task (no data is read)."""
-    from fitness.base import SettingsError
-    from fitness.registry import check_task_settings as check
+    from evo_rules.fitness.base import SettingsError
+    from evo_rules.fitness.registry import check_task_settings as check
 
     try:
         check(config.task.name, config.task.settings)
@@ -48,7 +48,7 @@ def check_grammar_operators(config: RunConfig) -> None:
     """`[grammar] operators` against the template: rules of the seed's template need add, mul,
     exp and eml, so a wider set without them (say add, mul, sin, div) needs template_share = 0.
     (Each name is checked in config.py against terms.OPERATORS.)"""
-    from operators.grammar import TEMPLATE_OPERATORS
+    from evo_rules.operators.grammar import TEMPLATE_OPERATORS
 
     g = config.grammar
     missing = [o for o in TEMPLATE_OPERATORS if o not in g.operators]
@@ -62,7 +62,7 @@ def check_grammar_operators(config: RunConfig) -> None:
 def check_features_before_build(config: RunConfig) -> None:
     """The features check, before an expensive build, for tasks that know their features from
     their settings alone."""
-    from fitness.registry import features_before_build
+    from evo_rules.fitness.registry import features_before_build
 
     features = features_before_build(config.task.name, config.task.settings)
     if features is not None:

@@ -84,7 +84,7 @@ API
   forced, chosen sentences removed from the group, y = 1 on the true sentence of the hop.
   `score(part, scorer)`: greedy k-hop inference -> support_recall (primary), exact, hop<i>.
 - `linear_rule_text()`, `reference_rules()`, `fit_and_score(task, rule_text, part)`,
-  `measure_baselines(task, part)`; `python -m fitness.babi` prints the table.
+  `measure_baselines(task, part)`; `python -m evo_rules.fitness.babi` prints the table.
 
 Measured (test split, weights fitted on train by `evo_rules.fit`, listwise, 20 iterations)
 ------------------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def _data_bytes(name: str, data_dir=None) -> tuple[bytes, str]:
     if data_dir is not None:
         p = Path(data_dir) / name
         return p.read_bytes(), str(p)
-    res = resources.files("fitness.data").joinpath(name)
+    res = resources.files("evo_rules.fitness.data").joinpath(name)
     return res.read_bytes(), f"fitness/data/{name}"
 
 

@@ -60,7 +60,7 @@ SETTINGS = {"model": Setting(str), "data": Setting(str), "label_horizon": Settin
 
 
 def shipped_model() -> Path:
-    return Path(str(resources.files("fitness.data").joinpath("lm")))
+    return Path(str(resources.files("evo_rules.fitness.data").joinpath("lm")))
 
 
 def default_cache_dir() -> Path:

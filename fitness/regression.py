@@ -65,7 +65,7 @@ def _resolve(path: str, what: str = "regression data") -> str:
     if os.path.exists(path):
         return path
     if not os.path.isabs(path):
-        shipped = resources.files("fitness.data").joinpath(path)
+        shipped = resources.files("evo_rules.fitness.data").joinpath(path)
         if shipped.is_file():
             return str(shipped)
     raise FileNotFoundError(f"{what} {path!r}: no such file"

@@ -74,7 +74,7 @@ Measured (seed 20240611, 3000 test episodes, evo_rules.fit listwise, 20 iteratio
 oracle answer score is 0.73-0.80, the fitted linear rule 0.10-0.16 below it (0.2 vs 0.8 with
 decoys), and the best reference rule closes 94-100% of the linear -> oracle gap.
 
-Run ``python -m fitness.synthetic`` to print oracle / linear / reference answer scores.
+Run ``python -m evo_rules.fitness.synthetic`` to print oracle / linear / reference answer scores.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def data_dir(path: str | Path | None = None) -> Path:
         if not p.is_dir():
             raise TinyStoriesFormatError(f"{p}: not a folder of TinyStories files")
         return p
-    return Path(str(resources.files("fitness.data").joinpath("tinystories")))
+    return Path(str(resources.files("evo_rules.fitness.data").joinpath("tinystories")))
 
 
 def parse_stories(text: str, source: str, drop_last_unfinished: bool) -> list[Story]:

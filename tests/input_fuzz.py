@@ -36,29 +36,29 @@ DAMAGED_BYTES = (b"\xff", b"\xfe\xff", b"\x00", b"\xc3", b"\x80abc", b"[", b'"',
 
 def task_features(name: str, csv_header: list[str] | None = None) -> tuple[str, ...]:
     if name.startswith("and-match"):
-        from fitness.synthetic import VARIANTS
+        from evo_rules.fitness.synthetic import VARIANTS
 
         return VARIANTS[name].features
     if name.startswith("babi"):
-        from fitness.babi import FEATURES
+        from evo_rules.fitness.babi import FEATURES
 
         return FEATURES
     if name == "regression":
         return tuple(h for h in (csv_header or ["a", "b", "y"]) if h != "y")
-    from fitness.memory import FEATURE_SETS
+    from evo_rules.fitness.memory import FEATURE_SETS
 
     return FEATURE_SETS["all"]
 
 
 def task_schema(name: str) -> dict:
     if name.startswith("and-match"):
-        from fitness.synthetic import SETTINGS
+        from evo_rules.fitness.synthetic import SETTINGS
     elif name.startswith("babi"):
-        from fitness.babi import SETTINGS
+        from evo_rules.fitness.babi import SETTINGS
     elif name == "regression":
-        from fitness.regression import SETTINGS
+        from evo_rules.fitness.regression import SETTINGS
     else:
-        from fitness.memory import SETTINGS
+        from evo_rules.fitness.memory import SETTINGS
     return SETTINGS
 
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fitness import babi
-from fitness.babi import (FEATURES, BabiFormatError, BabiTask, linear_rule_text, load_babi,
+from evo_rules.fitness import babi
+from evo_rules.fitness.babi import (FEATURES, BabiFormatError, BabiTask, linear_rule_text, load_babi,
                           load_babi_file, parse_babi, question_features, reference_rules)
 
 FILES = babi.FILES
@@ -202,7 +202,7 @@ def test_fingerprint_is_stable_and_covers_settings(task2):
 
 
 def test_registry_builds_babi_tasks():
-    from fitness.registry import get_task, task_names
+    from evo_rules.fitness.registry import get_task, task_names
 
     assert {"babi-1", "babi-2", "babi-3"} <= set(task_names())
     t = get_task("babi-3", valid_fraction=0.1)

@@ -9,13 +9,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evo_rules import parse
-from fitness import babi
-from fitness.babi import BabiTask
-from fitness.babi_generic import BASE_FEATURES, STOPWORDS, GenericStats
-from fitness.base import SettingsError
-from operators import Grammar, insert, point_mutation, random_population
-from operators.generate import pick_feature, random_feature
-from operators.positions import choose
+from evo_rules.fitness import babi
+from evo_rules.fitness.babi import BabiTask
+from evo_rules.fitness.babi_generic import BASE_FEATURES, STOPWORDS, GenericStats
+from evo_rules.fitness.base import SettingsError
+from evo_rules.operators import Grammar, insert, point_mutation, random_population
+from evo_rules.operators.generate import pick_feature, random_feature
+from evo_rules.operators.positions import choose
 
 DATA = Path(babi.__file__).parent / "data"
 # a one-to-one renaming of every content word of task 2 (names and capitals kept)
@@ -97,7 +97,7 @@ def test_settings_are_checked():
         BabiTask(2, vocab_size=10)  # only with the generic set
     with pytest.raises(SettingsError, match="vocab_size"):
         BabiTask(2, features="generic", vocab_size=0)
-    from fitness.registry import check_task_settings
+    from evo_rules.fitness.registry import check_task_settings
 
     check_task_settings("babi-1", {"features": "generic", "vocab_size": 30})
     with pytest.raises(SettingsError):
@@ -115,7 +115,7 @@ def test_engineered_stays_the_default():
 
 
 def test_task1_loads_and_linear_beats_chance():
-    from fitness.registry import get_task
+    from evo_rules.fitness.registry import get_task
 
     for features in ("engineered", "generic"):
         t = get_task("babi-1", features=features)

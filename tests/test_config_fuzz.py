@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import input_fuzz as F
 from evo_rules.config import SECTIONS, ConfigError, RunConfig, from_dict, load
 from evo_rules.validate import check_task_settings, checked_task
-from fitness.regression import CSVFormatError, load_csv
+from evo_rules.fitness.regression import CSVFormatError, load_csv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FUZZ = settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])

@@ -171,7 +171,7 @@ class _DyingTask:
     """Wraps a task; the first evaluation that finds the flag file removes it and kills its worker."""
 
     def __init__(self, flag):
-        from fitness.registry import get_task
+        from evo_rules.fitness.registry import get_task
 
         self.inner = get_task("and-match", n_train=100, n_valid=50, n_test=50)
         self.flag = flag

@@ -247,7 +247,7 @@ def test_load_gives_the_pruned_winner_the_report_shows(run_dir, tmp_path):
     import shutil
 
     from evo_rules.prune import prune
-    from fitness.registry import get_task
+    from evo_rules.fitness.registry import get_task
 
     copy = tmp_path / "copy"
     shutil.copytree(run_dir, copy)

@@ -13,12 +13,12 @@ from hypothesis import strategies as st
 
 from evo_rules import parse
 from evo_rules.terms import depth
-from operators import N_PARENTS, OPERATORS, Grammar, random_population, random_rule
-from operators.generate import feature_term, ramped_tree, template_term
-from operators.grammar import TEMPLATE_OPERATORS
-from operators.mutate import hoist, point_mutation, shrink, subtree_mutation
-from operators.positions import node_table
-from operators.template import split_template
+from evo_rules.operators import N_PARENTS, OPERATORS, Grammar, random_population, random_rule
+from evo_rules.operators.generate import feature_term, ramped_tree, template_term
+from evo_rules.operators.grammar import TEMPLATE_OPERATORS
+from evo_rules.operators.mutate import hoist, point_mutation, shrink, subtree_mutation
+from evo_rules.operators.positions import node_table
+from evo_rules.operators.template import split_template
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NAMES = ("color", "stale", "dist", "freq", "pos", "len_")
@@ -316,7 +316,7 @@ def test_same_children_in_another_process():
 
 
 def test_insert_adds_one_feature_term_to_a_sum():
-    from operators.mutate import insert
+    from evo_rules.operators.mutate import insert
 
     g = Grammar(features=("a", "b", "c"), max_size=20)
     r = parse("(add (mul w x.a) (mul w x.b))")

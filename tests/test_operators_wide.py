@@ -27,8 +27,8 @@ from evo_rules.reference import tree_eval
 from evo_rules.terms import (BINARY, DEFAULT_OPERATORS, NARY, OPERATORS, UNARY, WIDE, Term,
                              to_text, walk)
 from evo_rules.validate import checked_task
-from operators import N_PARENTS, Grammar, random_rule
-from operators import OPERATORS as VARIATION
+from evo_rules.operators import N_PARENTS, Grammar, random_rule
+from evo_rules.operators import OPERATORS as VARIATION
 from strategies import FEATURES, leaves
 
 SEEDS = st.integers(0, 2**32 - 1)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from evo_rules.prune import prune
-from fitness.arrays import ArrayTask
+from evo_rules.fitness.arrays import ArrayTask
 
 FIT = {"max_iter": 20}
 

@@ -11,7 +11,7 @@ from hypothesis.extra import numpy as hnp
 from evo_rules.evaluate import evaluate_rule
 from evo_rules.fitted import FittedRule
 from evo_rules.sklearn import EvoRulesRanker
-from fitness.arrays import ArrayTask, reciprocal_ranks
+from evo_rules.fitness.arrays import ArrayTask, reciprocal_ranks
 
 FEATURES = ("a", "b", "c")
 

@@ -12,8 +12,8 @@ from evo_rules import app
 from evo_rules.config import from_dict
 from evo_rules.evaluate import evaluate_rule
 from evo_rules.gate import rerun_gate
-from fitness.regression import CSVFormatError, RegressionTask, load_csv
-from fitness.registry import get_task, task_names
+from evo_rules.fitness.regression import CSVFormatError, RegressionTask, load_csv
+from evo_rules.fitness.registry import get_task, task_names
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -10,9 +10,9 @@ from hypothesis import strategies as st
 from evo_rules.config import ConfigError, from_dict
 from evo_rules.evaluate import evaluate_rule
 from evo_rules.validate import checked_task
-from fitness.base import SettingsError
-from fitness.regression import CSVFormatError, RegressionTask
-from fitness.registry import get_task
+from evo_rules.fitness.base import SettingsError
+from evo_rules.fitness.regression import CSVFormatError, RegressionTask
+from evo_rules.fitness.registry import get_task
 
 
 def _rows(n: int, seed: int, columns=("a", "b", "y")) -> str:

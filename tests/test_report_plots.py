@@ -28,7 +28,7 @@ def cli_in(cwd, *args, **env):
 
 @pytest.fixture(scope="module")
 def task():
-    from fitness.registry import get_task
+    from evo_rules.fitness.registry import get_task
 
     return get_task("and-match", n_train=100, n_valid=60, n_test=60)
 

@@ -13,8 +13,8 @@ import pytest
 
 torch = pytest.importorskip("torch")  # the lm extra; CI installs it
 
-from fitness import tinystories  # noqa: E402
-from fitness.memory_text import TEXT_FEATURES, text_features  # noqa: E402
+from evo_rules.fitness import tinystories  # noqa: E402
+from evo_rules.fitness.memory_text import TEXT_FEATURES, text_features  # noqa: E402
 
 TINY_MODEL = dict(vocab_size=512, context=384, n_layer=1, n_head=2, n_embd=32, dropout=0.0)
 
@@ -32,7 +32,7 @@ def data_dir(tmp_path_factory) -> Path:
 
 
 def _settings(data_dir, **kw):
-    from fitness.lm.train import main_settings
+    from evo_rules.fitness.lm.train import main_settings
 
     return main_settings(max_steps=30, eval_every=10, eval_sequences=8, vocab_size=512,
                          model=TINY_MODEL, data=str(data_dir), lr=5e-3, warmup=5, **kw)
@@ -40,7 +40,7 @@ def _settings(data_dir, **kw):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory, data_dir) -> Path:
-    from fitness.lm.train import train_lm
+    from evo_rules.fitness.lm.train import train_lm
 
     out = tmp_path_factory.mktemp("lm")
     res = train_lm(out, minutes=5, settings=_settings(data_dir), progress=False, log=lambda m: None)
@@ -102,8 +102,8 @@ def test_text_features_read_the_memory_only():
 
 
 def test_training_resumes_exactly(tmp_path, data_dir, tiny_model):
-    from fitness.lm import model as gpt
-    from fitness.lm.train import train_lm
+    from evo_rules.fitness.lm import model as gpt
+    from evo_rules.fitness.lm.train import train_lm
 
     out = tmp_path / "split"
     quiet = dict(progress=False, log=lambda m: None)
@@ -125,7 +125,7 @@ def test_training_resumes_exactly(tmp_path, data_dir, tiny_model):
 
 
 def test_story_rows_start_at_a_story_and_random_rows_anywhere():
-    from fitness.lm.train import _row_starts, training_batch
+    from evo_rules.fitness.lm.train import _row_starts, training_batch
 
     eot = 0
     stream = torch.tensor([0, 5, 6, 7, 0, 8, 9, 0, 4, 4, 4, 4, 4, 0, 3, 3, 3, 3, 3, 3, 0])
@@ -142,7 +142,7 @@ def test_story_rows_start_at_a_story_and_random_rows_anywhere():
 
 
 def test_a_folder_trained_before_story_rows_resumes_as_random(tmp_path, data_dir):
-    from fitness.lm.train import STATE_JSON, train_lm
+    from evo_rules.fitness.lm.train import STATE_JSON, train_lm
 
     out = tmp_path / "old"
     quiet = dict(progress=False, log=lambda m: None)
@@ -156,7 +156,7 @@ def test_a_folder_trained_before_story_rows_resumes_as_random(tmp_path, data_dir
 
 
 def test_model_round_trip_and_bad_files(tmp_path, tiny_model):
-    from fitness.lm import model as gpt
+    from evo_rules.fitness.lm import model as gpt
 
     m, meta = gpt.load(tiny_model)
     x = torch.randint(0, 512, (2, 20))
@@ -178,14 +178,14 @@ def test_model_round_trip_and_bad_files(tmp_path, tiny_model):
 
 @pytest.fixture(scope="module")
 def task(tmp_path_factory, data_dir, tiny_model):
-    from fitness.memory import MemoryTask
+    from evo_rules.fitness.memory import MemoryTask
 
     cache = tmp_path_factory.mktemp("cache")
     return MemoryTask(model=str(tiny_model), data=str(data_dir), cache_dir=str(cache), threads=1)
 
 
 def test_task_caches_lm_numbers(task, monkeypatch):
-    import fitness.memory as mem
+    import evo_rules.fitness.memory as mem
 
     assert list(task.cache_dir.glob("*.npz"))
     for p in ("train", "valid", "test"):
@@ -207,8 +207,8 @@ def test_task_caches_lm_numbers(task, monkeypatch):
 def test_utility_is_the_real_loss_difference(task):
     """A cached utility equals loss(target | recent) - loss(target | chunk + recent) from fresh
     forwards, and the model features do not depend on the target."""
-    from fitness.lm.memory import MemoryLM, selection_losses
-    from fitness.memory import episodes_for
+    from evo_rules.fitness.lm.memory import MemoryLM, selection_losses
+    from evo_rules.fitness.memory import episodes_for
 
     lm = MemoryLM(task.model_dir, threads=1)
     eps = episodes_for(task.stories(), task.settings)["valid"]
@@ -237,8 +237,8 @@ def test_score_and_resample(task):
 
 
 def test_final_evaluation_real_lm(task):
-    from fitness.lm.memory import MemoryLM, selection_losses
-    from fitness.lm.scoring import _test_episodes
+    from evo_rules.fitness.lm.memory import MemoryLM, selection_losses
+    from evo_rules.fitness.lm.scoring import _test_episodes
 
     rules = [{"name": "recency rule", "text": "(mul w x.recency)", "weights": [1.0]}]
     res = task.final_evaluation(rules, progress=False)
@@ -287,7 +287,7 @@ def test_search_reports_real_lm_table(tmp_path, task, data_dir, tiny_model):
 
 
 def test_lm_train_refuses_a_folder_of_other_files(tmp_path):
-    from fitness.lm.train import train_lm
+    from evo_rules.fitness.lm.train import train_lm
 
     (tmp_path / "report.json").write_text("{}")
     with pytest.raises(ValueError, match="holds other files"):

@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 
 from evo_rules import parse
 from evo_rules.terms import depth
-from operators import Grammar, enumerate_rules, expand, term_vocabulary
-from operators.sweep import count_rules
-from operators.template import shape, split_template
+from evo_rules.operators import Grammar, enumerate_rules, expand, term_vocabulary
+from evo_rules.operators.sweep import count_rules
+from evo_rules.operators.template import shape, split_template
 
 SIX = ("color", "stale", "dist", "freq", "pos", "len_")
 

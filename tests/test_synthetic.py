@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fitness import synthetic as S
-from fitness.base import PARTS, top1_accuracy
+from evo_rules.fitness import synthetic as S
+from evo_rules.fitness.base import PARTS, top1_accuracy
 
 VARIANTS = list(S.VARIANTS)
 SMALL = dict(n_train=40, n_valid=20, n_test=30)
@@ -190,7 +190,7 @@ def test_linear_and_reference_rules_parse_over_the_task_features():
 
 
 def test_registry_lists_every_variant():
-    from fitness.registry import TASKS, get_task, task_names
+    from evo_rules.fitness.registry import TASKS, get_task, task_names
 
     for v in VARIANTS:
         assert v in task_names()
