@@ -18,6 +18,7 @@ from .config import RunConfig, from_dict, load
 from .population import Variation
 from .report import build_report, reference_texts, write_json, write_report
 from .runlock import RunLock
+from .screening import screened_seeds
 from .search import RunFolderError, Search, TaskHandle
 from .validate import checked_task
 
@@ -85,6 +86,11 @@ def seed_texts(config: RunConfig, task) -> list[str]:
         texts += reference_texts(task)
     if config.search.seed_linear and hasattr(task, "linear_rule_text"):
         texts.append(task.linear_rule_text())
+    if config.search.screen_products:  # the start: the config's first seed rule, else the linear rule
+        s = config.search
+        texts += screened_seeds(task, config.fit_settings, s.screen_products,
+                                s.seed_rules[0] if s.seed_rules else None,
+                                tuple(config.grammar.features or task.features))
     return texts
 
 

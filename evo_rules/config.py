@@ -25,6 +25,7 @@ class ConfigError(ValueError):
 MAX_SEED = 2**63 - 1  # seeds: 0 <= seed <= MAX_SEED
 MAX_COUNT = 1_000_000  # population, generations, hall of fame, ...
 MAX_WORKERS = 1_024
+MAX_SCREENED = 1_000  # [search].screen_products: each is a seed rule fitted in generation 0
 MAX_RULE_SIZE = MAX_SIZE  # the parser's limits: a searched rule's text must parse again
 MAX_RULE_DEPTH = MAX_DEPTH
 _FEATURE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -87,6 +88,9 @@ class SearchSection:
     seed_rules: list = field(default_factory=list)  # rule texts put into the first population
     seed_reference: bool = True  # also seed with the task's hand-written reference rules
     seed_linear: bool = False  # also seed with the task's linear baseline rule
+    # > 0: also seed with that many rules, each a start plus one product screened by a score test
+    # (evo_rules.screening), and one with all of them; 0: off
+    screen_products: int = 0
     hall_of_fame: int = 10
 
     def check(self, where):
@@ -95,6 +99,7 @@ class SearchSection:
         _within(where, "tournament_size", self.tournament_size, 1, MAX_COUNT)
         _within(where, "hall_of_fame", self.hall_of_fame, 1, MAX_COUNT)
         _within(where, "elite", self.elite, 0, MAX_COUNT)
+        _within(where, "screen_products", self.screen_products, 0, MAX_SCREENED)
         ops = ("crossover", "subtree", "point", "hoist", "shrink", "insert")
         for key in ops:
             _within(where, key, getattr(self, key), 0.0, 1.0)
