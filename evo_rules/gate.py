@@ -8,10 +8,17 @@ The finalists are distinct functions (`distinct_finalists`): a hall-of-fame rule
 outputs on the validation rows equal those of a better-ranked one (the same function written
 with an extra term whose weight fitted to ~0, say) is not a second finalist; of such a group
 the smallest rule stands for it (ties on the metric go to the smaller rule).
+
+They are taken in parsimony order (`parsimony_order`, Breiman's one-standard-error rule): first
+the rules whose validation metric is within one standard error of the best rule's, smallest
+first, then the others by metric. The standard error is that of the paired per-unit difference
+(episodes, questions or rows, clustered by story where the task says units share one), so a
+larger rule wins only where its lead over a smaller one is more than validation noise.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping
 
 import numpy as np
@@ -28,6 +35,66 @@ def _outputs(text: str, weights, X) -> np.ndarray | None:
     except (ValueError, KeyError, FloatingPointError):
         return None
     return out if np.all(np.isfinite(out)) else None  # non-finite: never "the same function"
+
+
+def paired_se(d: np.ndarray, clusters: np.ndarray | None = None) -> float:
+    """Standard error of the mean of paired differences `d`; with `clusters`, the cluster-robust
+    one (sums within a cluster are the independent draws)."""
+    n = len(d)
+    if n < 2:
+        return math.inf
+    if clusters is None:
+        return float(np.std(d, ddof=1) / math.sqrt(n))
+    _, ids = np.unique(clusters, return_inverse=True)
+    sums = np.bincount(ids, weights=d - d.mean())
+    g = len(sums)
+    if g < 2:
+        return math.inf
+    return float(math.sqrt(g / (g - 1) * np.sum(sums ** 2)) / n)
+
+
+def _units(task, text: str, weights) -> np.ndarray | None:
+    try:
+        rule = parse(text, check_constants=False)
+        w = np.asarray(weights, dtype=float)
+        u = np.asarray(task.score_units("valid", lambda X: rule.evaluate(X, w)), dtype=float)
+    except (ValueError, KeyError, FloatingPointError):
+        return None
+    return u if u.ndim == 1 and np.all(np.isfinite(u)) else None
+
+
+def within_one_se(rules: list[tuple[str, list[float], int, float]], task) -> list[bool]:
+    """For rules ((text, fitted weights, size, validation metric), best first): is each within one
+    paired standard error of the first (the best) on the validation units? All False but the
+    first where the task cannot split its metric into units (`score_units`)."""
+    if not rules:
+        return []
+    flags = [True] + [False] * (len(rules) - 1)
+    if not hasattr(task, "score_units"):
+        return flags
+    best = _units(task, rules[0][0], rules[0][1])
+    if best is None:
+        return flags
+    clusters = None
+    if hasattr(task, "unit_clusters"):
+        clusters = np.asarray(task.unit_clusters("valid"))
+        if clusters.shape != best.shape:
+            clusters = None
+    for k, (text, weights, _, _) in enumerate(rules[1:], start=1):
+        u = _units(task, text, weights)
+        if u is not None and u.shape == best.shape:
+            d = best - u
+            flags[k] = bool(d.mean() <= paired_se(d, clusters))
+    return flags
+
+
+def parsimony_order(rules: list[tuple[str, list[float], int, float]], task) -> tuple[list[int], int]:
+    """(indices into `rules` ((text, weights, size, validation metric), best first), n): the n
+    rules within one standard error of the best come first, smallest first (then by metric),
+    then the rest by metric."""
+    near = within_one_se(rules, task)
+    first = sorted((k for k in range(len(rules)) if near[k]), key=lambda k: (rules[k][2], -rules[k][3], k))
+    return first + [k for k in range(len(rules)) if not near[k]], len(first)
 
 
 def distinct_finalists(rules: list[tuple[str, list[float], int]], task, n: int) -> list[int]:

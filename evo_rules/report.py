@@ -7,6 +7,10 @@ The printed report opens with a summary (`summary` in report.json): the winner i
 its s-expression, its test metric against the linear, oracle and reference baselines (the share
 of the linear-to-oracle gap it closes), evaluations and cache hit rate; the wall time comes from
 the logbook's `seconds` (kept out of `summary` so that the rest stays time-free).
+
+The winner is the first finalist that passes the rerun gate, the finalists taken in parsimony
+order (evo_rules.gate): the smallest rules whose validation metric is within one standard error
+of the best rule's first. `best` stays the rule with the best validation metric.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import json
 import os
 
-from .gate import distinct_finalists, rerun_gate
+from .gate import distinct_finalists, parsimony_order, rerun_gate
 from .prune import prune
 
 REPORT = "report.json"
@@ -56,9 +60,13 @@ def build_report(search) -> dict:
 
     hof = [i for i in _order(search.manager.hof) if i.valid]
     front = sorted((i for i in search.manager.front if i.valid), key=lambda i: (i.size, -i.metric, i.id))
-    # distinct functions: the same function with an extra ~0-weighted term is not a second finalist
-    finalists = [hof[k] for k in distinct_finalists([(i.text, i.weights, i.size) for i in hof], task,
-                                                    max(search.config.rerun.finalists, 1))]
+    # candidates: the hall of fame and the smaller rules of the Pareto front, in parsimony order
+    # (within one standard error of the best, smallest first); distinct functions only
+    pool = _order({i.key: i for i in [*front, *hof]}.values())
+    order, n_near = parsimony_order([(i.text, i.weights, i.size, i.metric) for i in pool], task)
+    ranked = [pool[k] for k in order]
+    finalists = [ranked[k] for k in distinct_finalists([(i.text, i.weights, i.size) for i in ranked], task,
+                                                       max(search.config.rerun.finalists, 1))]
     report = {
         "run": os.path.basename(search.out),
         "task": {"name": task.name, "fingerprint": task.fingerprint, "metric": task.metric_name},
@@ -71,11 +79,13 @@ def build_report(search) -> dict:
         "baselines": baselines(search, test_of),
         "rerun_gate": gate_for(search, [i.text for i in finalists[: search.config.rerun.finalists]]),
         "finalists": [i.id for i in finalists[: search.config.rerun.finalists]],
+        # rules within one standard error of the best validation metric (the winner's candidates first)
+        "within_one_se": [_entry(i, test_of(i.text)) for i in ranked[:n_near]],
         "winner": None,
         "logbook": [{k: v for k, v in row.items() if k != "seconds"} for row in search.logbook],
         "seconds": [row.get("seconds") for row in search.logbook],
     }
-    # the winner: the best finalist that passed the rerun gate (all of them when no gate ran)
+    # the winner: the first finalist (parsimony order) that passed the rerun gate (any when no gate ran)
     passed = {g["text"] for g in report["rerun_gate"] if g["passed"]}
     for i in finalists:
         if not report["rerun_gate"] or i.text in passed:
@@ -299,7 +309,8 @@ def format_report(report: dict) -> str:
             lines.append(f"  {'':7} {'':7} {'':4}  {'':8}  = {e.get('infix') or _infix(e['text'], e['weights'])}")
     win = report.get("winner")
     if win:
-        lines.append(f"winner (best finalist through the rerun gate): test {metric} = "
+        lines.append(f"winner (smallest finalist within one standard error of the best validation {metric}, "
+                     f"through the rerun gate): test {metric} = "
                      f"{win['test_metrics'].get(metric, float('nan')):.4f}, size {win['size']}: {win['text']}")
         p = win.get("pruned")
         if p:

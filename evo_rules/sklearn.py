@@ -10,8 +10,9 @@ gives every row's query id (like XGBoost's `qid`; LightGBM-style group sizes bec
 
 `fit` shuffles the rows once (by the seed; a ranker's whole queries), fits every candidate's
 weights on the training share and ranks candidates on the held-out `valid_fraction`; `max_seconds`
-is the engine's [run] budget. The best rule of the hall of fame
-(ties to the smaller rule) is the model. The search runs in a temporary folder that is removed
+is the engine's [run] budget. The model (`best_`) is the smallest rule of the hall of fame and
+Pareto front whose held-out metric is within one standard error of the best one's (Breiman's
+one-standard-error rule, as a run's winner); `hall_of_fame_` lists the rules by held-out metric. The search runs in a temporary folder that is removed
 afterwards (nothing is written to the working folder). With scikit-learn installed (the `sklearn`
 extra) the classes are real `BaseEstimator`s (clone, pipelines, grid search, input checks);
 without it they keep the same API with plain NumPy input checks.
@@ -142,6 +143,7 @@ class _EvoRulesBase(BaseEstimator):
         from . import app
         from .config import from_dict
         from .evaluate import _TASKS
+        from .gate import parsimony_order
         from .search import Search, TaskHandle
 
         names = getattr(self, "feature_names_in_", None)
@@ -178,13 +180,17 @@ class _EvoRulesBase(BaseEstimator):
                 raise KeyboardInterrupt
             hof = sorted((i for i in search.manager.hof if i.valid),
                          key=lambda i: (-i.metric, i.size, i.id))
+            pool = sorted({i.key: i for i in [*search.manager.front, *hof] if i.valid}.values(),
+                          key=lambda i: (-i.metric, i.size, i.id))
+            order, _ = parsimony_order([(i.text, i.weights, i.size, i.metric) for i in pool], task)
         finally:
             shutil.rmtree(folder, ignore_errors=True)
             _TASKS.pop(token, None)  # the serial backend's per-process task: do not keep the data
         if not hof:
             raise ValueError("the search found no rule that is finite on the training rows")
         self.hall_of_fame_ = [FittedRule.from_text(i.text, i.weights, i.metrics) for i in hof]
-        self.best_ = self.hall_of_fame_[0]
+        chosen = pool[order[0]]  # the smallest rule within one standard error of the best
+        self.best_ = FittedRule.from_text(chosen.text, chosen.weights, chosen.metrics)
         self.rule_ = self.best_.rule
         self.weights_ = np.asarray(self.best_.weights, dtype=np.float64)
         self.feature_names_ = features

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import PARTS, Batch, Scorer, fingerprint_of
-from .regression import RegressionTask, r2
+from .regression import RegressionTask, r2, r2_units
 
 METRICS = {"squared": "r2", "logistic": "neg_log_loss", "listwise": "mrr"}
 MIN_ROWS = 4
@@ -115,6 +115,20 @@ class ArrayTask:
         # a constant shifts every score of a query alike: the listwise loss cannot fit it
         terms = [f"(mul w x.{f})" for f in self.features]
         return terms[0] if len(terms) == 1 else "(add " + " ".join(terms) + ")"
+
+    def score_units(self, part: str, scorer: Scorer) -> np.ndarray:
+        """The primary metric split into units whose mean it is: rows of R^2 or of the negative
+        log loss, queries' reciprocal ranks."""
+        b = self.batch(part)
+        with np.errstate(all="ignore"):
+            s = np.broadcast_to(np.asarray(scorer(b.X), dtype=np.float64), b.y.shape)
+            if self.loss == "squared":
+                return r2_units(b.y, s)
+            if not np.all(np.isfinite(s)):
+                return np.full(b.y.shape, np.nan)
+            if self.loss == "listwise":
+                return reciprocal_ranks(s, b.y, b.groups)
+            return -(np.logaddexp(0.0, s) - b.y * s)
 
     def score(self, part: str, scorer: Scorer) -> dict[str, float]:
         b = self.batch(part)

@@ -655,6 +655,15 @@ class BabiTask:
                 chains[j].append(int(cand[j][best[j] - starts[j]]))
         return [tuple(c) for c in chains]
 
+    def score_units(self, part: str, scorer: Scorer) -> np.ndarray:
+        """Per question, its support recall (the mean is score()["support_recall"])."""
+        return np.array([len(set(ch) & set(self.chain(q))) / self.k
+                         for (_, _, q), ch in zip(self.questions(part), self.infer(part, scorer))])
+
+    def unit_clusters(self, part: str) -> np.ndarray:
+        """The story of each question: questions of one story share its sentences."""
+        return np.array([si for si, _, _ in self.questions(part)])
+
     def score(self, part: str, scorer: Scorer) -> dict[str, float]:
         qs = self.questions(part)
         chosen = self.infer(part, scorer)

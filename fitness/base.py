@@ -48,6 +48,11 @@ class Task(Protocol):
 
     def score(self, part: str, scorer: Scorer) -> dict[str, float]: ...
 
+    # Optional: `score_units(part, scorer) -> np.ndarray`, the metric split into units (episodes,
+    # questions, rows) whose mean is score()[metric_name], and `unit_clusters(part)`, a cluster id
+    # per unit where units are not independent (several episodes of one story). The winner's
+    # one-standard-error choice (evo_rules.gate) needs them; without, the best rule wins.
+
 
 def fingerprint_of(name: str, settings: Mapping, *arrays_or_bytes) -> str:
     """blake2b-128 over the task name, its settings (as sorted JSON) and its data."""
@@ -66,19 +71,24 @@ def fingerprint_of(name: str, settings: Mapping, *arrays_or_bytes) -> str:
     return h.hexdigest()
 
 
-def top1_accuracy(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
-    """Share of groups whose highest-scored row is a target (ties and NaN count as misses)."""
+def top1_hits(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per group, 1.0 if its highest-scored row is a target, else 0.0 (ties and NaN count as misses)."""
     scores = np.where(np.isfinite(scores), scores, -np.inf)
     if len(groups) == 0:
-        return 0.0
+        return np.zeros(0)
     starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
     row_group = np.cumsum(np.r_[True, groups[1:] != groups[:-1]]) - 1
     gmax = np.maximum.reduceat(scores, starts)
     at_max = scores == gmax[row_group]
     n_at_max = np.add.reduceat(at_max.astype(np.int64), starts)
     target_at_max = np.add.reduceat((at_max & (y > 0.5)).astype(np.int64), starts)
-    hits = (n_at_max == 1) & (target_at_max == 1) & np.isfinite(gmax)
-    return float(hits.sum()) / len(starts)
+    return ((n_at_max == 1) & (target_at_max == 1) & np.isfinite(gmax)).astype(np.float64)
+
+
+def top1_accuracy(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:
+    """Share of groups whose highest-scored row is a target (ties and NaN count as misses)."""
+    hits = top1_hits(scores, y, groups)
+    return float(hits.mean()) if len(hits) else 0.0
 
 
 # --------------------------------------------------------------------------- settings

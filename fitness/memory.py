@@ -189,6 +189,18 @@ class MemoryTask:
             return {self.metric_name: math.nan}
         return utility_metrics(d, scores)
 
+    def score_units(self, part: str, scorer: Scorer) -> np.ndarray:
+        """Per episode, the utility of the rule's top chunk (the mean is utility_k2)."""
+        d = self._check(part)
+        scores = np.broadcast_to(np.asarray(scorer(self._X(d)), dtype=np.float64), d.groups.shape)
+        if not np.all(np.isfinite(scores)):
+            return np.full(d.n_episodes, np.nan)
+        return _top_utilities(d, scores)
+
+    def unit_clusters(self, part: str) -> np.ndarray:
+        """The story of each episode (several episodes share a story's memory)."""
+        return self._check(part).story
+
     def linear_rule_text(self) -> str:
         return "(add " + " ".join(f"(mul w x.{f})" for f in self.features) + ")"
 
@@ -241,6 +253,12 @@ def _softmax_in_groups(z: np.ndarray, groups: np.ndarray) -> np.ndarray:
     row_g = np.cumsum(np.r_[True, groups[1:] != groups[:-1]]) - 1
     e = np.exp(z - m[row_g])
     return e / np.add.reduceat(e, starts)[row_g]
+
+
+def _top_utilities(d: PartData, scores: np.ndarray) -> np.ndarray:
+    """Per episode, the target utility of its top-scored chunk (ties: the first)."""
+    starts = np.r_[d.starts(), len(d.groups)]
+    return np.array([d.u_target[a:b][np.argmax(scores[a:b])] for a, b in zip(starts[:-1], starts[1:])])
 
 
 def utility_metrics(d: PartData, scores: np.ndarray) -> dict[str, float]:

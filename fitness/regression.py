@@ -111,6 +111,18 @@ def _float(c: str) -> float | None:
         return None
 
 
+def r2_units(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """R^2 split into rows: 1 - n * residual^2 / total sum of squares; their mean is `r2`."""
+    y, pred = np.asarray(y, dtype=np.float64), np.asarray(pred, dtype=np.float64)
+    if not np.all(np.isfinite(pred)):
+        return np.full(y.shape, np.nan)
+    res = (y - pred) ** 2
+    ss_tot = float(np.sum((y - y.mean()) ** 2))
+    if ss_tot > 0:
+        return 1.0 - len(y) * res / ss_tot
+    return np.full(y.shape, 1.0 if res.sum() == 0 else 0.0)
+
+
 def r2(y: np.ndarray, pred: np.ndarray) -> float:
     """R^2 (nan for non-finite predictions); a constant target scores 1 when matched exactly,
     else 0 (scikit-learn's convention; the CSV task refuses constant targets anyway)."""
@@ -234,6 +246,12 @@ class RegressionTask:
         pred = np.asarray(scorer(b.X), dtype=np.float64)
         with np.errstate(all="ignore"):
             return {"r2": r2(b.y, pred), "rmse": float(np.sqrt(np.mean((b.y - pred) ** 2)))}
+
+    def score_units(self, part: str, scorer: Scorer) -> np.ndarray:
+        """Per row, its share of R^2 (see `r2_units`)."""
+        b = self.batch(part)
+        with np.errstate(all="ignore"):
+            return r2_units(b.y, np.broadcast_to(np.asarray(scorer(b.X), dtype=np.float64), b.y.shape))
 
     def resample(self, seed: int) -> "RegressionTask":
         """Another shuffle of the rows into the splits (two files: the test file stays the test split)."""

@@ -86,7 +86,7 @@ from typing import Mapping
 import numpy as np
 
 from .base import (MAX_SEED, PARTS, Batch, Scorer, Setting, SettingsError, check_settings,
-                   fingerprint_of, top1_accuracy)
+                   fingerprint_of, top1_accuracy, top1_hits)
 
 __all__ = [
     "VARIANTS",
@@ -436,6 +436,11 @@ class SyntheticTask:
         if scores.shape[0] != b.n_rows:
             raise ValueError(f"scorer returned {scores.shape[0]} scores for {b.n_rows} rows")
         return self._metrics(scores, b)
+
+    def score_units(self, part: str, scorer: Scorer) -> np.ndarray:
+        """Per episode: 1 if the top candidate is the target (the mean is the answer score)."""
+        b = self.batch(part)
+        return top1_hits(np.asarray(scorer(b.X), dtype=np.float64).reshape(-1), b.y, b.groups)
 
     def _metrics(self, scores: np.ndarray, b: Batch) -> dict[str, float]:
         G, C = b.n_rows // self.candidates, self.candidates

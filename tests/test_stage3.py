@@ -228,6 +228,9 @@ def test_score_and_resample(task):
     starts = np.r_[d.starts(), len(d.groups)]
     want = np.mean([d.u_target[starts[e + 1] - 1] for e in range(d.n_episodes)])  # the latest candidate
     assert m["utility_k2"] == pytest.approx(want)
+    units = task.score_units("valid", lambda X: X["recency"] + X["attn_recent"])  # one per episode
+    assert units.mean() == pytest.approx(task.score("valid", lambda X: X["recency"] + X["attn_recent"])["utility_k2"])
+    assert task.unit_clusters("valid").shape == units.shape == (d.n_episodes,)
     assert math.isnan(task.score("valid", lambda X: X["recency"] * np.nan)["utility_k2"])  # invalid, not a choice
     r = task.resample(1001)
     assert r.fingerprint != task.fingerprint
