@@ -35,17 +35,11 @@ from .memory import MemoryLM, encode_episodes, selection_losses
 
 
 def clustered_se(d: np.ndarray, clusters: np.ndarray) -> float:
-    """Standard error of mean(d), clustered: sums of centred values per cluster."""
-    n = len(d)
-    if n < 2:
-        return math.nan
-    r = d - d.mean()
-    ids, inv = np.unique(clusters, return_inverse=True)
-    g = len(ids)
-    if g < 2:
-        return math.nan
-    sums = np.bincount(inv, weights=r)
-    return float(math.sqrt(g / (g - 1) * float(sums @ sums)) / n)
+    """Standard error of mean(d), clustered by story (nan where there are too few clusters)."""
+    from evo_rules.gate import paired_se  # the engine's one formula
+
+    se = paired_se(np.asarray(d, dtype=float), clusters)
+    return math.nan if math.isinf(se) else se
 
 
 def _test_episodes(task, lm: MemoryLM):
