@@ -8,7 +8,8 @@ added, at beta = 0. The loss's derivative there is
 
 (for the listwise loss dL/ds = (softmax of the scores within the group - normalised label) / G),
 one matrix product of the residual-weighted feature columns with the feature columns for all
-pairs at once. A raw gradient favours frequent products, so each is divided by its standard
+pairs at once (the variance below: one more, plus one k x k product per group for the
+listwise group term; 0.3 s for bAbI task 3's 89,000 rows, 1,800 groups and 56 features). A raw gradient favours frequent products, so each is divided by its standard
 deviation under the fitted model (the Fisher information of beta):
 
     listwise: Var = sum over groups of Var_p(z within the group) / G^2
