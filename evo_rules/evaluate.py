@@ -18,14 +18,21 @@ from .rule import parse
 from .stopping import interrupt_in
 
 INVALID_METRIC = -1e9  # below any real metric; finite so NSGA-II crowding stays well defined
+# `task.loss` of a black-box task: no rows to fit; the task runs the rule itself through
+# `task.evaluate(rule_text, weights, part) -> metrics` (the optimizer track: a training run)
+BLACKBOX = "blackbox"
+BLACKBOX_WEIGHT = 1.0  # every weight of a black-box rule: its scales come from form and numbers
 
 
 def evaluate_rule(text: str, task, fit_settings: Mapping[str, Any], part: str = "valid",
                   init_seed: int | None = None) -> dict:
     """Fit on train, score `part`. `init_seed` starts the fit from random weights drawn from
-    that seed instead of the data-informed start (used by the rerun gate)."""
+    that seed instead of the data-informed start (used by the rerun gate). A black-box task
+    fits nothing: its rule's weights are all BLACKBOX_WEIGHT and `init_seed` does not apply."""
     started = time.perf_counter()
     rule = parse(text, check_constants=False)  # the engine's own canonical text
+    if getattr(task, "loss", None) == BLACKBOX:
+        return _evaluate_blackbox(rule, task, part, started)
     batch = task.batch("train")
     init = None
     if init_seed is not None:
@@ -54,6 +61,17 @@ def evaluate_rule(text: str, task, fit_settings: Mapping[str, Any], part: str = 
             out["valid"] = False
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def _evaluate_blackbox(rule, task, part: str, started: float) -> dict:
+    weights = [BLACKBOX_WEIGHT] * len(rule.params)
+    metrics = task.evaluate(rule.text, weights, part)
+    m = float(metrics.get(task.metric_name, math.nan))
+    ok = math.isfinite(m)
+    return {"key": rule.key, "text": rule.text, "size": rule.size, "valid": ok, "weights": weights,
+            "fit_loss": None, "iterations": 0, "metric": m if ok else INVALID_METRIC,
+            "metrics": {k: float(v) for k, v in metrics.items()} if ok else {},
+            "seconds": time.perf_counter() - started}
 
 
 # ------------------------------------------------------------------ worker side

@@ -146,3 +146,26 @@ register("tinystories-memory", _memory,
          "stage 3: memory selection for a small GPT on TinyStories (needs the lm extra); rules score "
          "sentence chunks, fitness = LM utility of the top chunk; finalists scored with real LM losses",
          _memory_check)
+
+
+def _optimizer(**settings):
+    from .optimizer import OptimizerTask
+
+    return OptimizerTask(**settings)
+
+
+def _optimizer_check(settings: Mapping) -> None:
+    from .optimizer import check_task_settings as check
+
+    check(settings)
+
+
+def _optimizer_features(settings: Mapping) -> tuple[str, ...]:
+    return ("g", "m", "v", "u", "w", "t")  # fitness.lm.optim.FEATURES, without importing torch
+
+
+_FEATURES["tinystories-optimizer"] = _optimizer_features
+register("tinystories-optimizer", _optimizer,
+         "optimizer-rule track: element-wise update rules (replace, gate or correct Muon's step) for "
+         "training a fresh small GPT on TinyStories (needs the lm extra); black-box fitness = minus the "
+         "validation loss after `steps` steps", _optimizer_check)

@@ -1,0 +1,308 @@
+"""The optimizer-rule track (issue 13): task `tinystories-optimizer`.
+
+A rule is an element-wise update rule for training a fresh small GPT on the TinyStories train
+stories (`fitness.lm.optim`: features g, m, v, u, w, t; the rule replaces, gates or corrects the
+Muon step, `mode`). Its fitness is one training run: a GPT of the configured size, initialised
+from `seed`, trained for `steps` steps on batches drawn from (seed, step) with the shipped
+tokenizer, then measured by its mean next-token loss on the held-out stories of the split asked
+for ("valid": the rule-valid stories, the search's fitness; "test": the test stories). The
+metric `neg_loss` is minus that loss, so higher is better.
+
+A black-box task (`loss = "blackbox"`): nothing is fitted, `evaluate(rule_text, weights, part)`
+runs the rule; the engine sets every weight `w` of such a rule to 1.0 (evo_rules.evaluate), so a
+rule's scales come from its form and its numbers. A run that yields a non-finite step or loss
+scores NaN, which the engine records as an invalid rule.
+
+One training run gives both splits' losses; each run is kept on disk (JSON, under `cache_dir`)
+by a digest of the data, the settings that shape training, the rule, its weights, mode, seed
+and steps, so the report's test metrics and the final table reuse the search's runs.
+
+Runs are deterministic for a given torch thread count (`threads`; 0 leaves torch's default,
+which the engine's workers set to 1).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from .base import Setting, SettingsError, check_settings, fingerprint_of
+
+PARTS = ("valid", "test")
+FINAL_FIRST_SEED = 2000  # the final table's seeds: neither the search's nor the rerun gate's (1000+)
+CACHE_VERSION = 1
+MODES = ("replace", "gate", "correct")
+SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1_000_000),
+            "seed": Setting(int, 0, 2**31 - 1), "final_seeds": Setting(int, 1, 64),
+            "n_layer": Setting(int, 1, 64), "n_head": Setting(int, 1, 64),
+            "n_embd": Setting(int, 1, 8192), "context": Setting(int, 8, 4096),
+            "batch": Setting(int, 1, 4096), "lr": Setting(float, 0.0, 10.0, open=True),
+            "adam_lr": Setting(float, 0.0, 10.0, open=True), "adamw_lr": Setting(float, 0.0, 10.0, open=True),
+            "weight_decay": Setting(float, 0.0, 1.0), "mode": Setting(str, choices=MODES),
+            "data": Setting(str), "max_stories": Setting(int, 0, 1_000_000_000),
+            "eval_sequences": Setting(int, 1, 100_000), "threads": Setting(int, 0, 4_096),
+            "cache_dir": Setting(str)}
+DEFAULTS = {"steps": 300, "long_steps": 1000, "seed": 1, "final_seeds": 4, "n_layer": 4, "n_head": 4,
+            "n_embd": 128, "context": 384, "batch": 8, "lr": 0.02, "adam_lr": 3e-3, "adamw_lr": 3e-3,
+            "weight_decay": 0.0, "mode": "correct", "data": "", "max_stories": 0, "eval_sequences": 128,
+            "threads": 0, "cache_dir": ""}
+# settings that do not change a run's numbers (kept out of the fingerprint and the run digests)
+_EXECUTION = ("long_steps", "final_seeds", "threads", "cache_dir")
+
+
+def check_task_settings(settings) -> None:
+    """SettingsError naming the key: unknown, mistyped, out of range, or inconsistent."""
+    check_settings(settings, SETTINGS)
+    s = {**DEFAULTS, **settings}
+    if s["n_embd"] % s["n_head"]:
+        raise SettingsError("n_head", f"must divide n_embd ({s['n_embd']}), got {s['n_head']}")
+
+
+class OptimizerTask:
+    name = "tinystories-optimizer"
+    loss = "blackbox"
+    metric_name = "neg_loss"
+
+    def __init__(self, **settings):
+        settings = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in settings.items()}
+        check_task_settings(settings)
+        self.settings = {**DEFAULTS, **settings}
+        from .memory import require_lm
+
+        require_lm()  # a clear error where the lm extra is missing
+        from .lm.optim import FEATURES
+
+        self.features = FEATURES
+        self.mode = self.settings["mode"]
+        from .memory import default_cache_dir
+
+        self.cache_dir = Path(self.settings["cache_dir"]) if self.settings["cache_dir"] else default_cache_dir()
+        self.data = _load_data(self.settings)
+        self.fingerprint = self._fingerprint()
+
+    def _fingerprint(self) -> str:
+        return fingerprint_of(self.name, {k: v for k, v in self.settings.items() if k not in _EXECUTION},
+                              self.data["digest"], str(CACHE_VERSION))
+
+    # ------------------------------------------------------------------ the black-box protocol
+
+    def evaluate(self, rule_text: str, weights: Sequence[float], part: str) -> dict[str, float]:
+        """Train with the rule (this task's mode, seed and steps); metrics on `part`."""
+        if part not in PARTS:
+            raise ValueError(f"unknown part {part!r} (use one of {PARTS})")
+        run = self.run(rule=rule_text, weights=list(weights), mode=self.mode)
+        loss = run[part]
+        return {self.metric_name: -loss if math.isfinite(loss) else math.nan, "loss": loss,
+                "train_loss": run["train"]}
+
+    def batch(self, part: str):
+        raise NotImplementedError(f"{self.name} is a black-box task: it has no rows to fit")
+
+    def linear_rule_text(self) -> str:
+        """The rule that reproduces plain Muon in this task's mode (the rerun gate's baseline)."""
+        from .lm.optim import muon_rule
+
+        return muon_rule(self.mode)
+
+    def reference_rules(self) -> dict[str, str]:
+        """The seed's three hand designs, written for this task's mode where the mode can
+        express them (gate mode cannot express a replacement or a correction)."""
+        from .lm.optim import REFERENCE_RULES, in_mode
+
+        out = {}
+        for name, (mode, text) in REFERENCE_RULES.items():
+            t = in_mode(text, mode, self.mode)
+            if t is not None:
+                out[name] = t
+        return out
+
+    def resample(self, seed: int) -> "OptimizerTask":
+        """The same task with another training seed (other initial weights and data order)."""
+        t = OptimizerTask.__new__(OptimizerTask)
+        t.__dict__.update(self.__dict__)
+        t.settings = {**self.settings, "seed": int(seed)}
+        t.fingerprint = t._fingerprint()
+        return t
+
+    def __repr__(self) -> str:
+        s = self.settings
+        return (f"OptimizerTask(mode={self.mode}, steps={s['steps']}, seed={s['seed']}, "
+                f"model={s['n_layer']}x{s['n_embd']}, batch={s['batch']}x{s['context']})")
+
+    # ------------------------------------------------------------------ training runs
+
+    def run(self, rule: str | None = None, weights=None, mode: str = "replace", base: str = "muon",
+            seed: int | None = None, steps: int | None = None) -> dict:
+        """One training run (cached on disk): {"valid", "test", "train", "seconds"} losses."""
+        from evo_rules.rule import parse
+
+        seed = self.settings["seed"] if seed is None else seed
+        steps = self.settings["steps"] if steps is None else steps
+        text = None if rule is None else parse(rule, check_constants=False).text
+        weights = [float(w) for w in (weights or [])]
+        key = fingerprint_of("optimizer-run", {"rule": text, "weights": weights, "mode": mode, "base": base,
+                                               "seed": seed, "steps": steps},
+                             self.fingerprint)
+        path = self.cache_dir / "optimizer-runs" / f"{key}.json"
+        cached = _read_run(path)
+        if cached is not None:
+            return cached
+        out = train_run(self.data, self.settings, base=base, rule=text, weights=weights, mode=mode,
+                        seed=seed, steps=steps)
+        _write_run(path, out)
+        return out
+
+    def final_evaluation(self, rules: Sequence[dict], progress: bool = True) -> dict:
+        """AdamW, Muon, the three hand designs (each in its own mode) and `rules` (dicts with
+        name, text, weights; this task's mode) trained on `final_seeds` fresh seeds at `steps`
+        and `long_steps`; per horizon the mean loss on the test stories over the seeds, the loss
+        per seed and the seeds won against Muon."""
+        from .lm.optim import REFERENCE_RULES
+
+        started = time.perf_counter()
+        seeds = [FINAL_FIRST_SEED + i for i in range(self.settings["final_seeds"])]
+        horizons = sorted({self.settings["steps"], self.settings["long_steps"]})
+        entries = [("AdamW", dict(base="adamw")), ("Muon", dict(base="muon"))]
+        entries += [(f"{name} ({mode}, hand design)", dict(rule=text, mode=mode))
+                    for name, (mode, text) in REFERENCE_RULES.items()]
+        entries += [(r["name"], dict(rule=r["text"], weights=r.get("weights") or [], mode=self.mode)) for r in rules]
+        bar = None
+        if progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(horizons) * len(entries) * len(seeds), unit="run", leave=False,
+                       desc="optimizer track: training runs")
+        tables = []
+        for steps in horizons:
+            rows = []
+            for name, kw in entries:
+                losses = []
+                for seed in seeds:
+                    losses.append(self.run(seed=seed, steps=steps, **kw)["test"])
+                    if bar is not None:
+                        bar.update(1)
+                rows.append({"name": name, "text": kw.get("rule"), "mode": kw.get("mode"), "losses": losses,
+                             "mean": sum(losses) / len(losses)})
+            muon = rows[1]["losses"]
+            for r in rows:
+                r["wins_vs_muon"] = sum(a < b for a, b in zip(r["losses"], muon))
+            tables.append({"steps": steps, "rows": rows})
+        if bar is not None:
+            bar.close()
+        out = {"seeds": seeds, "horizons": tables, "seconds": round(time.perf_counter() - started, 1)}
+        out["text"] = format_table(out, self.settings)
+        return out
+
+
+def format_table(res: dict, settings: dict) -> str:
+    seeds = res["seeds"]
+    lines = [f"optimizer track: loss on the test stories after training a fresh "
+             f"{settings['n_layer']}-layer GPT (width {settings['n_embd']}, batch {settings['batch']} x "
+             f"{settings['context']}), seeds {', '.join(map(str, seeds))}; wins = seeds better than Muon"]
+    for h in res["horizons"]:
+        lines.append(f"  {h['steps']} steps:  {'rule':44s} {'mean':>7}  {'per seed':{8 * len(seeds)}s} wins")
+        for r in h["rows"]:
+            per = " ".join(f"{x:7.4f}" for x in r["losses"])
+            lines.append(f"  {'':12}{r['name'][:44]:44s} {r['mean']:7.4f}  {per} {r['wins_vs_muon']:2d}/{len(seeds)}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- data and one run
+
+
+def _load_data(settings: dict) -> dict:
+    """Tokenizer (the shipped one), the packed train stream and the held-out sequences."""
+    import torch
+
+    from .memory import shipped_model
+
+    from . import tinystories
+    from .lm import tokenizer as toks
+    from .lm.train import _eval_batches, _row_starts, _token_stream
+
+    tok = toks.load(shipped_model())
+    splits = tinystories.load_splits(settings["data"] or None)
+    texts = tinystories.story_texts(splits["lm-train"])
+    if settings["max_stories"]:
+        texts = texts[: settings["max_stories"]]
+    stream = torch.from_numpy(_token_stream(tok, texts))
+    ctx = settings["context"]
+    if len(stream) <= ctx + 1:
+        raise SettingsError("context", f"{ctx} tokens: the train stories hold only {len(stream)}")
+    held = {p: _eval_batches(tok, tinystories.story_texts(splits[p]), settings["eval_sequences"], ctx)
+            for p in PARTS}
+    for p, seqs in held.items():
+        if not seqs:
+            raise ValueError(f"tinystories-optimizer: no {p} stories in the data folder")
+    digest = fingerprint_of("tinystories-optimizer-data", {}, stream.numpy(),
+                            *[s.numpy() for p in PARTS for s in held[p]],
+                            (shipped_model() / toks.FILE).read_bytes())
+    return {"stream": stream, "row_starts": _row_starts(stream, ctx, "story", toks.eot_id(tok)),
+            "held": held, "vocab_size": tok.get_vocab_size(), "digest": digest}
+
+
+def train_run(data: dict, settings: dict, base: str = "muon", rule: str | None = None, weights=None,
+              mode: str = "replace", seed: int = 1, steps: int = 300) -> dict:
+    """Train a fresh GPT (initialised from `seed`) for `steps` steps; losses on the held-out
+    parts. NaN losses where the rule gave a non-finite step or the training loss diverged."""
+    import torch
+    import torch.nn.functional as F
+
+    from .lm import model as gpt
+    from .lm.optim import NonFiniteStep, OptimSettings, Trainer
+    from .lm.train import training_batch, validation_loss
+
+    if settings["threads"]:
+        torch.set_num_threads(settings["threads"])
+    started = time.perf_counter()
+    cfg = gpt.GPTConfig(vocab_size=data["vocab_size"], context=settings["context"], n_layer=settings["n_layer"],
+                        n_head=settings["n_head"], n_embd=settings["n_embd"], dropout=0.0)
+    torch.manual_seed(seed)
+    model = gpt.GPT(cfg)
+    model.train()
+    lr = dict(lr=settings["lr"], adam_lr=settings["adam_lr"] if base == "muon" else settings["adamw_lr"])
+    opt = Trainer(model, steps, replace(OptimSettings(), base=base, weight_decay=settings["weight_decay"], **lr),
+                  rule=rule, mode=mode, weights=weights)
+    nan = {"valid": math.nan, "test": math.nan, "train": math.nan}
+    tail = []
+    for step in range(steps):
+        xb, yb = training_batch(data["stream"], data["row_starts"], cfg.context, settings["batch"], seed, step)
+        loss = F.cross_entropy(model(xb).reshape(-1, cfg.vocab_size), yb.reshape(-1))
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            return {**nan, "seconds": time.perf_counter() - started, "failed": f"loss {value} at step {step}"}
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        try:
+            opt.step()
+        except NonFiniteStep as exc:
+            return {**nan, "seconds": time.perf_counter() - started, "failed": str(exc)}
+        tail = (tail + [value])[-20:]
+    out = {p: validation_loss(model, data["held"][p]) for p in PARTS}
+    out["train"] = sum(tail) / len(tail)
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def _read_run(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing or torn: run again
+        return None
+    if not isinstance(d, dict) or not all(p in d and (d[p] is None or isinstance(d[p], (int, float)))
+                                          for p in (*PARTS, "train")):
+        return None
+    return {k: (math.nan if v is None else v) for k, v in d.items()}
+
+
+def _write_run(path: Path, run: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                               for k, v in run.items()}, sort_keys=True))
+    os.replace(tmp, path)
