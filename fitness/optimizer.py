@@ -17,8 +17,9 @@ One training run gives both splits' losses; each run is kept on disk (JSON, unde
 by a digest of the data, the settings that shape training, the rule, its weights, mode, seed
 and steps, so the report's test metrics and the final table reuse the search's runs.
 
-Runs are deterministic for a given torch thread count (`threads`; 0 leaves torch's default,
-which the engine's workers set to 1).
+Every run uses `threads` torch threads (default 1, restored afterwards): a run's numbers may
+depend on the thread count, so it is a setting (in the fingerprint) and never the machine's
+default; the engine's workers run rules in parallel instead.
 """
 
 from __future__ import annotations
@@ -45,14 +46,14 @@ SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1
             "adam_lr": Setting(float, 0.0, 10.0, open=True), "adamw_lr": Setting(float, 0.0, 10.0, open=True),
             "weight_decay": Setting(float, 0.0, 1.0), "mode": Setting(str, choices=MODES),
             "data": Setting(str), "max_stories": Setting(int, 0, 1_000_000_000),
-            "eval_sequences": Setting(int, 1, 100_000), "threads": Setting(int, 0, 4_096),
+            "eval_sequences": Setting(int, 1, 100_000), "threads": Setting(int, 1, 4_096),
             "cache_dir": Setting(str)}
 DEFAULTS = {"steps": 300, "long_steps": 1000, "seed": 1, "final_seeds": 4, "n_layer": 4, "n_head": 4,
             "n_embd": 128, "context": 384, "batch": 8, "lr": 0.02, "adam_lr": 3e-3, "adamw_lr": 3e-3,
             "weight_decay": 0.0, "mode": "correct", "data": "", "max_stories": 0, "eval_sequences": 128,
-            "threads": 0, "cache_dir": ""}
+            "threads": 1, "cache_dir": ""}
 # settings that do not change a run's numbers (kept out of the fingerprint and the run digests)
-_EXECUTION = ("long_steps", "final_seeds", "threads", "cache_dir")
+_EXECUTION = ("long_steps", "final_seeds", "cache_dir")
 
 
 def check_task_settings(settings) -> None:
@@ -251,14 +252,23 @@ def train_run(data: dict, settings: dict, base: str = "muon", rule: str | None =
     """Train a fresh GPT (initialised from `seed`) for `steps` steps; losses on the held-out
     parts. NaN losses where the rule gave a non-finite step or the training loss diverged."""
     import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(settings["threads"])
+    try:
+        return _train(data, settings, base, rule, weights, mode, seed, steps)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(data, settings, base, rule, weights, mode, seed, steps) -> dict:
+    import torch
     import torch.nn.functional as F
 
     from .lm import model as gpt
     from .lm.optim import NonFiniteStep, OptimSettings, Trainer
     from .lm.train import training_batch, validation_loss
 
-    if settings["threads"]:
-        torch.set_num_threads(settings["threads"])
     started = time.perf_counter()
     cfg = gpt.GPTConfig(vocab_size=data["vocab_size"], context=settings["context"], n_layer=settings["n_layer"],
                         n_head=settings["n_head"], n_embd=settings["n_embd"], dropout=0.0)

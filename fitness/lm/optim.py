@@ -62,7 +62,8 @@ _UNARY = {K.EXP: "torch.exp({})", K.LOG: "torch.log({})", K.NEG: "(-{})", K.RECI
           K.SIGMOID: "torch.where({0} >= 0.0, 1.0, torch.exp(-torch.abs({0}))) / "
                      "(1.0 + torch.exp(-torch.abs({0})))",
           K.SIN: "torch.sin({})", K.COS: "torch.cos({})", K.SQRT: "torch.sqrt({})",
-          K.ABS: "torch.abs({})", K.SIGN: "torch.sign({})"}
+          K.ABS: "torch.abs({})",
+          K.SIGN: "torch.where(({0} > 0.0) | ({0} < 0.0), torch.sign({0}), {0})"}  # 0 and NaN pass
 _BINARY = {K.DIV: "({} / {})", K.POW: "torch.pow({}, {})"}
 
 

@@ -1,0 +1,319 @@
+"""The optimizer-rule track (issue 13) with a tiny GPT (2 layers, width 32) and a few steps:
+Muon's orthogonalisation, the rule compiler against the engine's own evaluation, the base
+optimizers reproduced by their rules, determinism per seed, the black-box engine path, settings."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch")  # the lm extra; CI installs it
+
+from evo_rules.evaluate import BLACKBOX_WEIGHT, INVALID_METRIC, evaluate_rule  # noqa: E402
+from evo_rules.fitness import registry  # noqa: E402
+from evo_rules.fitness.base import SettingsError  # noqa: E402
+from evo_rules.fitness.lm import model as gpt  # noqa: E402
+from evo_rules.fitness.lm.optim import (FEATURES, MODES, REFERENCE_RULES, OptimSettings, Trainer,  # noqa: E402
+                                        compile_rule, in_mode, muon_rule, newton_schulz)
+from evo_rules.fitness.optimizer import OptimizerTask, check_task_settings  # noqa: E402
+from evo_rules.rule import parse  # noqa: E402
+from evo_rules.terms import Term, feature, num, weight  # noqa: E402
+
+TINY = dict(n_layer=2, n_embd=32, n_head=2, context=64, batch=4, steps=3, long_steps=4, max_stories=30,
+            eval_sequences=6, final_seeds=2, threads=1)
+torch.set_num_threads(1)  # tiny tensors: a second thread only waits (and spins on a busy machine)
+
+
+@pytest.fixture(scope="module")
+def task(tmp_path_factory) -> OptimizerTask:
+    return registry.get_task("tinystories-optimizer", cache_dir=str(tmp_path_factory.mktemp("runs")), **TINY)
+
+
+# ---------------------------------------------------------------------- Muon
+
+
+@pytest.mark.parametrize("shape", [(16, 64), (64, 16), (32, 96), (128, 512)])
+def test_newton_schulz_is_near_orthogonal(shape):
+    G = torch.randn(*shape, generator=torch.Generator().manual_seed(sum(shape)))
+    X = newton_schulz(G)
+    assert X.shape == G.shape
+    s = torch.linalg.svdvals(X)
+    assert float(s.min()) > 0.6 and float(s.max()) < 1.25, s
+    # it orthogonalises G itself: close to U V^T of G's SVD
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    cos = float((X * (U @ Vh)).sum() / (X.norm() * (U @ Vh).norm()))
+    assert cos > 0.95
+
+
+# ---------------------------------------------------------------------- the rule compiler
+
+_OPS1 = ("exp", "log", "sin", "cos", "sqrt", "abs", "sign")
+_OPS2 = ("eml", "div", "pow")
+
+
+def _leaves():
+    return st.one_of(st.builds(feature, st.sampled_from(FEATURES)), st.builds(weight, st.sampled_from(["", "1"])),
+                     st.builds(num, st.sampled_from([0.0, 1.0, -1.0, 0.5, 2.0, 1e-12])))
+
+
+def _terms():
+    def extend(children):
+        return st.one_of(
+            st.builds(lambda op, a: Term(op, tuple(a)), st.sampled_from(["add", "mul"]),
+                      st.lists(children, min_size=2, max_size=3)),
+            st.builds(lambda op, a: Term(op, (a,)), st.sampled_from(_OPS1), children),
+            st.builds(lambda op, a, b: Term(op, (a, b)), st.sampled_from(_OPS2), children, children),
+        )
+
+    return st.recursive(_leaves(), extend, max_leaves=10)
+
+
+# the engine's special instruction patterns, and log/eml of non-positive values
+PATTERNS = ["(log (add 1 (exp x.g)))", "(exp (add x.m (mul -1 (log (add 1 (exp x.m))))))",
+            "(exp (mul -1 (log x.v)))", "(mul -1 x.u)", "(eml x.g x.m)", "(eml 0 (add 1 (exp x.w)))",
+            "(log x.g)", "(mul x.m (exp (mul -0.5 (log (add x.v 1e-16)))))", "(div x.g (add x.m x.m))",
+            *[t for _, t in REFERENCE_RULES.values()]]
+
+
+def _inputs(n: int, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = {f: rng.normal(0.0, 2.0, n) for f in FEATURES}
+    for f in FEATURES:  # exact zeros and huge values: log(0), 1/0, exp overflow
+        X[f][:: 7] = 0.0
+        X[f][3:: 11] = 800.0
+    X["v"] = np.abs(X["v"])
+    return X
+
+
+def _same(ours: np.ndarray, ref: np.ndarray) -> None:
+    assert ours.shape == ref.shape
+    # the engine's exp/log may be libmvec's (within 3 ulp): near the overflow edge one side may
+    # reach inf where the other stays finite and huge
+    fin_o, fin_r = np.isfinite(ours), np.isfinite(ref)
+    differ = fin_o != fin_r
+    assert np.all(np.abs(np.where(fin_o, ours, ref)[differ]) > 1e250)
+    both = fin_o & fin_r
+    np.testing.assert_allclose(ours[both], ref[both], rtol=1e-6, atol=1e-9)
+    neither = ~fin_o & ~fin_r
+    assert np.array_equal(np.isnan(ours[neither]), np.isnan(ref[neither]))
+
+
+def _check_rule(text: str, seed: int) -> None:
+    rule = parse(text, check_constants=False)
+    if not rule.features:  # the engine evaluates a feature-less rule on no rows
+        return
+    w = np.random.default_rng(seed).normal(0.0, 1.0, len(rule.params))
+    X = _inputs(64, seed)
+    ref = rule.evaluate({f: X[f] for f in rule.features}, w)
+    f = compile_rule(text, list(w))
+    ours = f(*(torch.from_numpy(X[k]) for k in FEATURES)).numpy()
+    _same(ours, ref)
+
+
+@pytest.mark.parametrize("text", PATTERNS)
+def test_compiled_patterns_equal_engine(text):
+    _check_rule(text, 0)
+
+
+@settings(max_examples=150, derandomize=True)
+@given(_terms(), st.integers(0, 1000))
+def test_compiled_rule_equals_engine_evaluation(term, seed):
+    text = str(term)
+    try:
+        parse(text)
+    except ValueError:  # constants that cannot be folded: not a rule
+        return
+    _check_rule(text, seed)
+
+
+def test_compiled_rule_is_straight_line_source():
+    f = compile_rule("(add (mul x.g x.m) (exp (mul x.g x.m)))")
+    assert "(mul" not in f.source and f.source.count("g * m") == 1  # shared subterm computed once
+    with pytest.raises(ValueError, match="x.q"):
+        compile_rule("(mul x.q x.g)")
+    out = compile_rule("1")(*(torch.zeros(3, 2, dtype=torch.float64) for _ in FEATURES))
+    assert out.shape == (3, 2) and float(out.sum()) == 6.0
+
+
+@pytest.mark.parametrize("name", list(REFERENCE_RULES))
+@pytest.mark.parametrize("to_mode", MODES)
+def test_reference_rule_in_another_mode_takes_the_same_step(name, to_mode):
+    mode, text = REFERENCE_RULES[name]
+    other = in_mode(text, mode, to_mode)
+    if other is None:
+        assert to_mode == "gate" and mode != "gate"
+        return
+    X = _inputs(64, 1)
+    X["v"] = X["v"] + 1e-3
+    args = [torch.from_numpy(X[k]) for k in FEATURES]
+
+    def step(m, f):
+        r = f(*args)
+        u = args[FEATURES.index("u")]
+        return {"replace": r, "gate": u * r, "correct": u + r}[m].numpy()
+
+    np.testing.assert_allclose(step(to_mode, compile_rule(other)), step(mode, compile_rule(text)),
+                               rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------- the optimizers
+
+
+def _tiny_model(seed: int = 0):
+    torch.manual_seed(seed)
+    return gpt.GPT(gpt.GPTConfig(vocab_size=64, context=16, n_layer=2, n_head=2, n_embd=32))
+
+
+def _train(base: str, rule=None, mode="replace", steps=4, settings=None) -> dict:
+    model = _tiny_model()
+    opt = Trainer(model, steps, settings or OptimSettings(base=base), rule=rule, mode=mode)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(steps):
+        x = torch.randint(0, 64, (3, 16), generator=gen)
+        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).reshape(-1, 64), x[:, 1:].reshape(-1))
+        model.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("base", ["muon", "adamw"])
+@pytest.mark.parametrize("mode", MODES)
+def test_base_rule_reproduces_the_base_exactly(base, mode):
+    want = _train(base)
+    got = _train(base, rule=muon_rule(mode), mode=mode)
+    assert all(torch.equal(want[n], got[n]) for n in want)
+    other = _train(base, rule=REFERENCE_RULES["correction"][1], mode="correct")
+    assert not all(torch.equal(want[n], other[n]) for n in want)
+
+
+def test_muon_updates_block_matrices_and_adamw_the_rest():
+    start = {n: p.detach().clone() for n, p in _tiny_model().named_parameters()}
+    muon = _train("muon", steps=1, settings=OptimSettings(base="muon", warmdown=0.0))
+    for n, p in muon.items():
+        d = p - start[n]
+        if n.startswith("blocks.") and p.dim() == 2:  # one Muon step: lr * scaled orthogonal matrix
+            s = torch.linalg.svdvals(d / 0.02 / max(1.0, p.size(0) / p.size(1)) ** 0.5)
+            assert float(s.max()) < 1.25 and float(s.median()) > 0.5  # a rank-poor gradient keeps tiny ones
+        else:  # one AdamW step moves every element by about lr (|m_hat / sqrt(v_hat)| = 1)
+            moved = d.abs()[d != 0]
+            assert torch.allclose(moved, torch.full_like(moved, 3e-3), rtol=1e-2)
+
+
+def test_adamw_matches_torch_adamw():
+    s = OptimSettings(base="adamw", adam_lr=1e-2, weight_decay=0.1, warmdown=0.0)
+    ours = _train("adamw", settings=s)
+    model = _tiny_model()
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.1}, {"params": rest, "weight_decay": 0.0}],
+                            lr=1e-2, betas=s.betas, eps=s.eps)
+    gen = torch.Generator().manual_seed(5)
+    for _ in range(4):
+        x = torch.randint(0, 64, (3, 16), generator=gen)
+        loss = torch.nn.functional.cross_entropy(model(x[:, :-1]).reshape(-1, 64), x[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(ours[n], p.detach(), rtol=1e-5, atol=1e-6)
+
+
+# ---------------------------------------------------------------------- the task
+
+
+def test_same_seed_same_losses_other_seed_other_losses(task):
+    from evo_rules.fitness.optimizer import train_run
+
+    a = train_run(task.data, task.settings, seed=3, steps=3)
+    b = train_run(task.data, task.settings, seed=3, steps=3)
+    c = train_run(task.data, task.settings, seed=4, steps=3)
+    assert (a["valid"], a["test"], a["train"]) == (b["valid"], b["test"], b["train"])
+    assert a["valid"] != c["valid"] and a["train"] != c["train"]
+    assert all(math.isfinite(a[k]) for k in ("valid", "test", "train"))
+
+
+def test_engine_path_scores_reference_rules_and_marks_nan_rules_invalid(task):
+    refs = task.reference_rules()
+    assert set(refs) == set(REFERENCE_RULES)  # correct mode expresses all three
+    for text in [*refs.values(), task.linear_rule_text()]:
+        r = evaluate_rule(text, task, {"max_iter": 20}, "valid")
+        assert r["valid"] and math.isfinite(r["metric"]) and r["metric"] < 0
+        assert r["metrics"]["loss"] == -r["metric"]
+    # the rule reproducing Muon scores as Muon
+    muon = task.run(base="muon")
+    assert evaluate_rule(task.linear_rule_text(), task, {}, "test")["metric"] == -muon["test"]
+    # log of a gradient that is negative or 0: NaN steps, an invalid rule, no exception
+    bad = evaluate_rule("(log x.g)", task, {}, "valid")
+    assert not bad["valid"] and bad["metric"] == INVALID_METRIC
+    # weights of a black-box rule are constants
+    r = evaluate_rule("(mul w x.m)", task, {}, "valid")
+    assert r["weights"] == [BLACKBOX_WEIGHT] and r["valid"]
+    assert r["metric"] == evaluate_rule("x.m", task, {}, "valid")["metric"]
+
+
+def test_runs_are_cached_on_disk(task, monkeypatch):
+    from evo_rules.fitness import optimizer
+
+    first = task.run(rule="(log x.g)", mode="correct")
+    assert math.isnan(first["valid"])
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(optimizer, "train_run", no_training)
+    again = task.run(rule="(log x.g)", mode="correct")
+    assert math.isnan(again["valid"]) and again["failed"] == first["failed"]
+    assert task.run(base="muon") == task.run(base="muon")
+
+
+def test_resample_linear_rule_and_modes(task):
+    other = task.resample(1001)
+    assert other.settings["seed"] == 1001 and other.fingerprint != task.fingerprint
+    assert task.resample(task.settings["seed"]).fingerprint == task.fingerprint
+    assert other.run(base="muon")["valid"] != task.run(base="muon")["valid"]
+    for mode in MODES:
+        t = registry.get_task("tinystories-optimizer", mode=mode, cache_dir=str(task.cache_dir), **TINY)
+        ours, muon = t.run(rule=t.linear_rule_text(), mode=mode), t.run(base="muon")
+        assert [ours[k] for k in ("valid", "test", "train")] == [muon[k] for k in ("valid", "test", "train")]
+        assert evaluate_rule(t.linear_rule_text(), t, {}, "valid")["metric"] == -t.run(base="muon")["valid"]
+        assert ("gating" in t.reference_rules()) and (len(t.reference_rules()) == (1 if mode == "gate" else 3))
+
+
+def test_final_evaluation_table(task):
+    res = task.final_evaluation([{"name": "searched", "text": "(mul 0.5 x.m)", "weights": []}], progress=False)
+    assert res["seeds"] == [2000, 2001]
+    assert [h["steps"] for h in res["horizons"]] == [3, 4]
+    for h in res["horizons"]:
+        names = [r["name"] for r in h["rows"]]
+        assert names[:2] == ["AdamW", "Muon"] and names[-1] == "searched" and len(names) == 6
+        muon = h["rows"][1]
+        assert muon["wins_vs_muon"] == 0
+        for r in h["rows"]:
+            assert len(r["losses"]) == 2 and r["mean"] == pytest.approx(sum(r["losses"]) / 2)
+            assert r["wins_vs_muon"] == sum(a < b for a, b in zip(r["losses"], muon["losses"]))
+    assert "AdamW" in res["text"] and "4 steps" in res["text"]
+
+
+# ---------------------------------------------------------------------- settings and registry
+
+
+@pytest.mark.parametrize("bad, key", [({"steps": 0}, "steps"), ({"mode": "sideways"}, "mode"),
+                                      ({"stepz": 3}, "stepz"), ({"lr": -1.0}, "lr"),
+                                      ({"n_embd": 32, "n_head": 3}, "n_head"), ({"batch": 2.5}, "batch"),
+                                      ({"threads": 0}, "threads")])
+def test_bad_settings_name_the_key(bad, key):
+    with pytest.raises(SettingsError) as exc:
+        registry.check_task_settings("tinystories-optimizer", bad)
+    assert exc.value.key == key and str(exc.value).startswith(key)
+    with pytest.raises(SettingsError):
+        check_task_settings(bad)
+
+
+def test_registered_with_its_features():
+    assert "tinystories-optimizer" in registry.task_names()
+    assert registry.features_before_build("tinystories-optimizer", {}) == FEATURES
