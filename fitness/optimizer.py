@@ -35,6 +35,9 @@ from typing import Sequence
 from .base import Setting, SettingsError, check_settings, fingerprint_of
 
 PARTS = ("valid", "test")
+# The model is the shipped GPT's shape (4 layers, width 128, 4 heads) with rows of 4 x 256 tokens
+# instead of training's 8 x 384: measured on the 2-core machine (other jobs running), 0.17-0.43
+# s/step on one thread against 0.42-0.93 at 8 x 256, so a 300-step run takes about 1-2 minutes.
 FINAL_FIRST_SEED = 2000  # the final table's seeds: neither the search's nor the rerun gate's (1000+)
 CACHE_VERSION = 1
 MODES = ("replace", "gate", "correct")
@@ -49,7 +52,7 @@ SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1
             "eval_sequences": Setting(int, 1, 100_000), "threads": Setting(int, 1, 4_096),
             "cache_dir": Setting(str)}
 DEFAULTS = {"steps": 300, "long_steps": 1000, "seed": 1, "final_seeds": 4, "n_layer": 4, "n_head": 4,
-            "n_embd": 128, "context": 384, "batch": 8, "lr": 0.02, "adam_lr": 3e-3, "adamw_lr": 3e-3,
+            "n_embd": 128, "context": 256, "batch": 4, "lr": 0.02, "adam_lr": 3e-3, "adamw_lr": 3e-3,
             "weight_decay": 0.0, "mode": "correct", "data": "", "max_stories": 0, "eval_sequences": 128,
             "threads": 1, "cache_dir": ""}
 # settings that do not change a run's numbers (kept out of the fingerprint and the run digests)
@@ -162,7 +165,8 @@ class OptimizerTask:
         """AdamW, Muon, the three hand designs (each in its own mode) and `rules` (dicts with
         name, text, weights; this task's mode) trained on `final_seeds` fresh seeds at `steps`
         and `long_steps`; per horizon the mean loss on the test stories over the seeds, the loss
-        per seed and the seeds won against Muon."""
+        per seed, the seeds won against Muon, and each run's seconds (as first measured: runs
+        are cached)."""
         from .lm.optim import REFERENCE_RULES
 
         started = time.perf_counter()
@@ -182,13 +186,14 @@ class OptimizerTask:
         for steps in horizons:
             rows = []
             for name, kw in entries:
-                losses = []
+                runs = []
                 for seed in seeds:
-                    losses.append(self.run(seed=seed, steps=steps, **kw)["test"])
+                    runs.append(self.run(seed=seed, steps=steps, **kw))
                     if bar is not None:
                         bar.update(1)
+                losses = [r["test"] for r in runs]
                 rows.append({"name": name, "text": kw.get("rule"), "mode": kw.get("mode"), "losses": losses,
-                             "mean": sum(losses) / len(losses)})
+                             "mean": sum(losses) / len(losses), "run_seconds": [r["seconds"] for r in runs]})
             muon = rows[1]["losses"]
             for r in rows:
                 r["wins_vs_muon"] = sum(a < b for a, b in zip(r["losses"], muon))

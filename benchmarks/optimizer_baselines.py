@@ -1,0 +1,68 @@
+"""The optimizer track's baselines (issue 13): AdamW, Muon and the seed's three hand designs
+(gating, replacement, correction; `fitness.lm.optim.REFERENCE_RULES`), each trained from scratch
+on the same fresh seeds, at `--steps` and, with `--long-steps`, a longer horizon. Prints the
+table (mean loss on the test stories over the seeds, per seed, seeds won against Muon) and the
+seconds per run and per step.
+
+    python3 benchmarks/optimizer_baselines.py                       # 4 seeds, 300 and 1,000 steps
+    python3 benchmarks/optimizer_baselines.py --steps 5 --seeds 1 --long-steps 0   # smoke check
+
+The same code path as the task's final table (`OptimizerTask.final_evaluation`, no searched
+rules). Runs go to a fresh temporary cache unless `--cache-dir` names one (then a rerun reuses
+them and the times printed are those first measured). Needs the lm extra; a full-size run wants
+the machine to itself: 20 runs at 300 steps (about 1-2 minutes each on one thread) and 20 at
+1,000 steps, so an hour or more; `--threads 2` is faster but its numbers may differ slightly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from evo_rules.fitness.optimizer import OptimizerTask  # noqa: E402
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--long-steps", type=int, default=1000, help="0: the short horizon only")
+    ap.add_argument("--seeds", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--lr", type=float, default=None, help="Muon's learning rate")
+    ap.add_argument("--adam-lr", type=float, default=None, help="AdamW's, for Muon's non-matrix parameters")
+    ap.add_argument("--adamw-lr", type=float, default=None, help="the AdamW baseline's")
+    ap.add_argument("--cache-dir", default="", help="keep the runs here (default: a temporary folder)")
+    args = ap.parse_args(argv)
+    settings = {"steps": args.steps, "long_steps": args.long_steps or args.steps, "final_seeds": args.seeds,
+                "threads": args.threads}
+    settings.update({k: v for k, v in (("lr", args.lr), ("adam_lr", args.adam_lr), ("adamw_lr", args.adamw_lr))
+                     if v is not None})
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        try:
+            task = OptimizerTask(cache_dir=args.cache_dir or tmp, **settings)
+        except ValueError as exc:
+            print(f"optimizer_baselines: {exc}", file=sys.stderr)
+            return 2
+        built = time.perf_counter() - started
+        res = task.final_evaluation([], progress=True)
+    print(res["text"])
+    s = task.settings
+    print(f"lr: Muon {s['lr']}, AdamW part {s['adam_lr']}, AdamW baseline {s['adamw_lr']}; "
+          f"{s['threads']} torch thread(s) per run; data and tokenizer {built:.1f} s")
+    for h in res["horizons"]:
+        secs = [x for r in h["rows"] for x in r["run_seconds"]]
+        mean = sum(secs) / len(secs)
+        print(f"  {h['steps']} steps: {mean:.1f} s/run ({mean / h['steps']:.3f} s/step incl. the held-out "
+              f"losses), {len(secs)} runs")
+    print(f"total {res['seconds']:.1f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
