@@ -6,6 +6,11 @@ seconds per run and per step.
 
     python3 benchmarks/optimizer_baselines.py                       # 4 seeds, 300 and 1,000 steps
     python3 benchmarks/optimizer_baselines.py --steps 5 --seeds 1 --long-steps 0   # smoke check
+    python3 benchmarks/optimizer_baselines.py --sweep-lr --seeds 2 --long-steps 0  # tune the lrs first
+
+`--sweep-lr` first trains Muon at 0.5, 1 and 2 times its learning rate and the AdamW baseline at
+1/3, 1 and 3 times its own (at `--steps`, on the same seeds) and uses the best of each for the
+table.
 
 The same code path as the task's final table (`OptimizerTask.final_evaluation`, no searched
 rules). Runs go to a fresh temporary cache unless `--cache-dir` names one (then a rerun reuses
@@ -37,6 +42,7 @@ def main(argv=None) -> int:
     ap.add_argument("--adam-lr", type=float, default=None, help="AdamW's, for Muon's non-matrix parameters")
     ap.add_argument("--adamw-lr", type=float, default=None, help="the AdamW baseline's")
     ap.add_argument("--cache-dir", default="", help="keep the runs here (default: a temporary folder)")
+    ap.add_argument("--sweep-lr", action="store_true", help="tune Muon's and AdamW's learning rates first")
     args = ap.parse_args(argv)
     settings = {"steps": args.steps, "long_steps": args.long_steps or args.steps, "final_seeds": args.seeds,
                 "threads": args.threads}
@@ -50,10 +56,12 @@ def main(argv=None) -> int:
             print(f"optimizer_baselines: {exc}", file=sys.stderr)
             return 2
         built = time.perf_counter() - started
+        if args.sweep_lr:
+            task = sweep(task, settings, args.cache_dir or tmp)
         res = task.final_evaluation([], progress=True)
     print(res["text"])
     s = task.settings
-    print(f"lr: Muon {s['lr']}, AdamW part {s['adam_lr']}, AdamW baseline {s['adamw_lr']}; "
+    print(f"lr: Muon {s['lr']:.4g}, AdamW part {s['adam_lr']:.4g}, AdamW baseline {s['adamw_lr']:.4g}; "
           f"{s['threads']} torch thread(s) per run; data and tokenizer {built:.1f} s")
     for h in res["horizons"]:
         secs = [x for r in h["rows"] for x in r["run_seconds"]]
@@ -62,6 +70,24 @@ def main(argv=None) -> int:
               f"losses), {len(secs)} runs")
     print(f"total {res['seconds']:.1f} s")
     return 0
+
+
+def sweep(task: OptimizerTask, settings: dict, cache_dir: str) -> OptimizerTask:
+    """The task with Muon's `lr` and the AdamW baseline's `adamw_lr` set to the best of three
+    (mean test-story loss over the final seeds at `steps`)."""
+    from evo_rules.fitness.optimizer import FINAL_FIRST_SEED
+
+    s = task.settings
+    seeds = [FINAL_FIRST_SEED + i for i in range(s["final_seeds"])]
+    best = {}
+    for key, base, factors in (("lr", "muon", (0.5, 1.0, 2.0)), ("adamw_lr", "adamw", (1 / 3, 1.0, 3.0))):
+        scores = {}
+        for f in factors:
+            t = OptimizerTask(cache_dir=cache_dir, **{**settings, key: s[key] * f})
+            scores[t.settings[key]] = sum(t.run(base=base, seed=k)["test"] for k in seeds) / len(seeds)
+            print(f"  {base} {key} = {t.settings[key]:.4g}: mean loss {scores[t.settings[key]]:.4f}", flush=True)
+        best[key] = min(scores, key=scores.get)
+    return OptimizerTask(cache_dir=cache_dir, **{**settings, **best})
 
 
 if __name__ == "__main__":
