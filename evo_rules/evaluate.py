@@ -2,7 +2,8 @@
 
 A pure function of (rule text, task, fit settings): what crosses a process boundary is the text
 and plain results. Invalid rules (non-finite on the training rows, or a non-finite metric) get
-`valid = False` and the worst metric; they never raise.
+`valid = False` and the worst metric; they never raise. Black-box tasks (`task.loss ==
+"blackbox"`, the optimizer track) fit nothing: the task scores the rule itself.
 """
 
 from __future__ import annotations
