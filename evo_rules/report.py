@@ -91,7 +91,7 @@ def build_report(search) -> dict:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
-    if report["winner"]:
+    if report["winner"] and getattr(task, "loss", None) != "blackbox":  # pruning re-fits on rows
         report["winner"]["pruned"] = pruned_entry(search, report["winner"]["text"], test_of)
     report["summary"] = summary(report)
     if hasattr(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
@@ -326,8 +326,9 @@ def format_report(report: dict) -> str:
         for r in final.get("rules", []):
             lines.append(f"  {r['name']}: {r.get('infix', r['text'])}")
             lines.append(f"  {'':{len(r['name'])}}  {r['text']}")
-        lines.append(f"  time: LM precompute {final.get('precompute_seconds')} s (once, then cached), "
-                     f"search {final.get('search_seconds')} s, real-LM scoring {final.get('seconds')} s")
+        pre = final.get("precompute_seconds")
+        lines.append("  time: " + ("" if pre is None else f"LM precompute {pre} s (once, then cached), ")
+                     + f"search {final.get('search_seconds')} s, final scoring {final.get('seconds')} s")
     gate = report.get("rerun_gate")
     if gate:
         lin = b.get("linear", {}).get("text")
