@@ -67,6 +67,11 @@ def build_report(search) -> dict:
     ranked = [pool[k] for k in order]
     finalists = [ranked[k] for k in distinct_finalists([(i.text, i.weights, i.size) for i in ranked], task,
                                                        max(search.config.rerun.finalists, 1))]
+    gated = finalists[: search.config.rerun.finalists]
+    if gated and pool[0].text not in {i.text for i in gated}:
+        # the best rule is always a finalist too (last): when no smaller rule within noise
+        # passes the gate, it still can
+        gated.append(pool[0])
     report = {
         "run": os.path.basename(search.out),
         "task": {"name": task.name, "fingerprint": task.fingerprint, "metric": task.metric_name},
@@ -77,8 +82,8 @@ def build_report(search) -> dict:
         "hall_of_fame": [_entry(i, test_of(i.text)) for i in hof],
         "pareto_front": [_entry(i, test_of(i.text)) for i in front],
         "baselines": baselines(search, test_of),
-        "rerun_gate": gate_for(search, [i.text for i in finalists[: search.config.rerun.finalists]]),
-        "finalists": [i.id for i in finalists[: search.config.rerun.finalists]],
+        "rerun_gate": gate_for(search, [i.text for i in gated]),
+        "finalists": [i.id for i in gated],
         # rules within one standard error of the best validation metric (the winner's candidates first)
         "within_one_se": [_entry(i, test_of(i.text)) for i in ranked[:n_near]],
         "winner": None,
@@ -87,7 +92,7 @@ def build_report(search) -> dict:
     }
     # the winner: the first finalist (parsimony order) that passed the rerun gate (any when no gate ran)
     passed = {g["text"] for g in report["rerun_gate"] if g["passed"]}
-    for i in finalists:
+    for i in gated or finalists:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
