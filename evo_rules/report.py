@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 
+from .evaluate import BLACKBOX
 from .gate import distinct_finalists, parsimony_order, rerun_gate
 from .prune import prune
 
@@ -96,7 +97,7 @@ def build_report(search) -> dict:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
-    if report["winner"] and getattr(task, "loss", None) != "blackbox":  # pruning re-fits on rows
+    if report["winner"] and getattr(task, "loss", None) != BLACKBOX:  # pruning re-fits on rows
         report["winner"]["pruned"] = pruned_entry(search, report["winner"]["text"], test_of)
     report["summary"] = summary(report)
     if hasattr(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
@@ -314,8 +315,8 @@ def format_report(report: dict) -> str:
             lines.append(f"  {'':7} {'':7} {'':4}  {'':8}  = {e.get('infix') or _infix(e['text'], e['weights'])}")
     win = report.get("winner")
     if win:
-        lines.append(f"winner (smallest finalist within one standard error of the best validation {metric}, "
-                     f"through the rerun gate): test {metric} = "
+        lines.append(f"winner (first finalist through the rerun gate; finalists: the smallest within one "
+                     f"standard error of the best validation {metric} first, the best last): test {metric} = "
                      f"{win['test_metrics'].get(metric, float('nan')):.4f}, size {win['size']}: {win['text']}")
         p = win.get("pruned")
         if p:
