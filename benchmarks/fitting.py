@@ -1,7 +1,8 @@
-"""Inner loop: evo_rules.fit (Levenberg-Marquardt, cap 20) against plain Adam on the same loss.
+"""Inner loop: evo_rules.fit (Levenberg-Marquardt, cap 20) against pyoperon's LM and plain Adam.
 
     PYTHONPATH=. python benchmarks/fitting.py            # 100 random rules + the eml template
     PYTHONPATH=. python benchmarks/fitting.py --quick    # 20 rules, smaller Adam budget
+    PYTHONPATH=. python benchmarks/fitting.py --no-adam  # LM against pyoperon's LM only (fast)
 
 Rules: 100 random rules from benchmarks/common.py (DEAP genHalfAndHalf, canonical size 15..25,
 finite on the data) plus the eml template `(eml (add (mul w x.a) w) (add 1 (exp (mul w x.b))))`.
@@ -17,6 +18,18 @@ that is part of what LM brings), at most --adam-iters iterations. One safeguard 
 judged on blow-ups: a step giving non-finite scores is not taken and the rate is halved.
 Learning rate tuned two ways over a grid: the one rate best over the whole rule set ("Adam,
 tuned lr"), and the best rate for each rule separately ("Adam, per-rule lr": an oracle).
+
+Peer: pyoperon's Levenberg-Marquardt (`LMOptimizer` + `CoefficientOptimizer`, Eigen's LM; the
+pip build computes in float32), optional: skipped with a note when `import pyoperon` fails
+(pip install pyoperon). The same rules, data and iteration cap (20): each rule is parsed by
+Operon's InfixParser from the canonical term (benchmarks/kernels.py's translation), and exactly
+the rule's weights are the coefficients it optimizes (features and the rule's constants fixed);
+every row is in its batch. It starts from the best of evo_rules' constant starts (chosen outside
+its timing, and without the least-squares start evo_rules adds). Fits/s of both are timed in
+alternation, --repeats times over all rules, and the ratio is the median of adjacent ratios (the
+machine is shared: load that comes and goes hits both alike). Final losses are computed the same
+way for both: float64, through evo_rules' kernel, at each method's final weights. Set-up
+(parsing, program building, Operon's data set and optimizer objects) is excluded for both.
 
 Targets: "LM loss" = reach LM's final loss within a relative 1e-3; "truth" = reach the loss at
 the true weights within a relative 1e-2 (a fixed tolerance, independent of either method).
@@ -34,13 +47,18 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import clock, make_data, make_rules, median  # noqa: E402 (first)
+from benchmarks.common import FEATURES, clock, make_data, make_rules, median  # noqa: E402 (first)
 
 import numpy as np  # noqa: E402
 
 from evo_rules import fit, parse  # noqa: E402
 from evo_rules.fitting import STARTS  # noqa: E402
 from evo_rules.losses import Squared  # noqa: E402
+
+try:  # optional peer: Operon's Levenberg-Marquardt (pip install pyoperon; the pip build is float32)
+    import pyoperon  # noqa: E402
+except Exception:  # pragma: no cover - optional
+    pyoperon = None
 
 TEMPLATE = "(eml (add (mul w x.a) w) (add 1 (exp (mul w x.b))))"
 TEMPLATE_W = np.array([0.8, -0.4, 1.5])
@@ -157,6 +175,144 @@ def problems(n_rules, n_rows, seed):
     return out, dropped
 
 
+# ---------------------------------------------------------------- peer: pyoperon's LM
+
+MARK = 7001.0  # weight k is written as MARK + k in Operon's infix text, to find its coefficient
+
+
+def operon_tree(rule, variables, w0):
+    """(Operon tree of the rule whose optimized coefficients are exactly the rule's weights,
+    started at w0; coefficient j -> weight order[j]), or (None, None) when the parse does not
+    give one coefficient per weight (not comparable)."""
+    from benchmarks.kernels import operon_text_with
+
+    marks = {p: MARK + k for k, p in enumerate(rule.params)}
+    nodes = pyoperon.InfixParser.Parse(operon_text_with(rule.term, marks), variables).Nodes
+    order = []
+    for node in nodes:
+        k = int(round(node.Value - MARK)) if node.IsConstant else -1
+        if 0 <= k < len(rule.params) and node.Value == MARK + k:
+            node.Value = float(w0[k])
+            node.Optimize = True
+            order.append(k)
+        else:
+            node.Optimize = False  # features (Operon weights them) and the rule's own constants
+    if sorted(order) != list(range(len(rule.params))):
+        return None, None
+    return pyoperon.Tree(nodes).UpdateNodes(), np.array(order)
+
+
+class OperonFit:
+    """One problem set up for pyoperon's LM: data set (features X1.., target last), problem,
+    optimizer, and the rule's tree. `run()` is the timed part: one coefficient optimization."""
+
+    def __init__(self, p, w0, max_iter, seed):
+        n = len(p["y"])
+        M = np.column_stack([p["X"][f] for f in FEATURES] + [p["y"]])
+        self.ds = pyoperon.Dataset(np.asfortranarray(M))
+        variables = sorted(self.ds.Variables, key=lambda v: v.Index)
+        # the C++ objects hold pointers to one another: all are kept alive on self
+        self.problem = pyoperon.Problem(self.ds)
+        self.problem.TrainingRange = pyoperon.Range(0, n)
+        self.problem.TestRange = pyoperon.Range(0, n)
+        self.problem.Target = variables[-1]
+        self.problem.InputHashes = [v.Hash for v in variables[:-1]]
+        self.dtable = pyoperon.DispatchTable()
+        self.lm = pyoperon.LMOptimizer(self.dtable, self.problem, max_iter, n)  # batch: every row
+        self.opt = pyoperon.CoefficientOptimizer(self.lm)
+        self.rng = pyoperon.RandomGenerator(np.uint64(seed))
+        self.tree, self.order = operon_tree(p["rule"], {v.Name: v.Hash for v in variables[:-1]}, w0)
+
+    def run(self):
+        tree, summary = self.opt(self.rng, self.tree)
+        w = np.empty(len(self.order))
+        w[self.order] = tree.GetCoefficients()
+        return w, summary
+
+
+def operon_setup(probs, max_iter, seed):
+    """An OperonFit per problem (None where the rule does not translate one weight to one
+    coefficient), each started at the best of evo_rules' constant starts."""
+    fits = []
+    for i, p in enumerate(probs):
+        st = best_start(p["rule"], p["F"], Squared(p["y"]))
+        w0 = st[1] if st is not None else np.zeros(len(p["rule"].params))
+        f = OperonFit(p, w0, max_iter, seed + i)
+        fits.append(f if f.tree is not None else None)
+    return fits
+
+
+def compare_with_operon(probs, max_iter, repeats, seed):
+    """Fits/s of evo_rules.fit (squared loss) and pyoperon's LM side by side, and final losses."""
+    if pyoperon is None:
+        print("pyoperon LM: skipped (pyoperon is not importable: pip install pyoperon)")
+        return
+    from importlib.metadata import version
+
+    fits = operon_setup(probs, max_iter, seed)
+    both = [(p, f) for p, f in zip(probs, fits) if f is not None]
+    if not both:
+        print("pyoperon LM: skipped (no rule translated to one coefficient per weight)")
+        return
+
+    def ours():
+        out = []
+        for p, _ in both:
+            out.append(fit(p["rule"], p["X"], p["y"], loss="squared", max_iter=max_iter))
+        return out
+
+    def theirs():
+        return [f.run() for _, f in both]
+
+    ours()  # warm both (first calls allocate)
+    theirs()
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        t0 = clock()
+        res_ours = ours()
+        t_ours.append(clock() - t0)
+        t0 = clock()
+        res_theirs = theirs()
+        t_theirs.append(clock() - t0)
+    n = len(both)
+    loss_ours, loss_theirs = [], []
+    for (p, _), r, (w, _) in zip(both, res_ours, res_theirs):
+        L = Squared(p["y"])
+        loss_ours.append(r.loss if r.valid else np.inf)
+        s, ok = p["rule"].run(p["F"], w, False)
+        loss_theirs.append(loss_of(L, s[0], w) if ok else np.inf)
+    lo, lt = np.array(loss_ours), np.array(loss_theirs)
+    fin = np.isfinite(lo) & np.isfinite(lt)
+    ours_better = int(np.sum(fin & (lo < lt * (1 - RTOL_LM))) + np.sum(np.isfinite(lo) & ~np.isfinite(lt)))
+    theirs_better = int(np.sum(fin & (lt < lo * (1 - RTOL_LM))) + np.sum(np.isfinite(lt) & ~np.isfinite(lo)))
+    its_ours = [r.iterations for r in res_ours]
+    its_theirs = [s.Iterations for _, s in res_theirs]
+    print()
+    print(f"pyoperon {version('pyoperon')} LM (Eigen, float32) against evo_rules.fit (float64), "
+          f"squared loss, cap {max_iter} iterations, {n} rules ({len(probs) - n} not translatable), "
+          f"{len(probs[0]['y'])} rows, {repeats} alternating repeats")
+    print(f"{'method':<22}{'fits/s':>9}{'iters med':>10}{'us/iter':>9}{'valid':>7}")
+
+    def row(name, t, its, valid):
+        print(f"{name:<22}{n / median(t):>9.0f}{median(its):>10g}"
+              f"{median(t) / max(sum(its), 1) * 1e6:>9.0f}{valid:>7}")
+
+    row("evo_rules LM", t_ours, its_ours, f"{int(np.isfinite(lo).sum())}")
+    row("pyoperon LM", t_theirs, its_theirs, f"{int(np.isfinite(lt).sum())}")
+    print(f"  pyoperon: {sum(s.Success for _, s in res_theirs)}/{n} report success; function / "
+          f"Jacobian evaluations median {median([s.FunctionEvaluations for _, s in res_theirs]):g} / "
+          f"{median([s.JacobianEvaluations for _, s in res_theirs]):g}; us/iter = fit time / "
+          f"iterations (evo_rules' time includes its constant and least-squares starts)")
+    ratio = median([b / a for a, b in zip(t_ours, t_theirs)])
+    print(f"  fits/s, evo_rules / pyoperon (median of adjacent ratios): {ratio:.2f}   "
+          f"(target >= 1.0, stretch 2.0)")
+    rel = (lo[fin] - lt[fin]) / np.maximum(np.abs(lt[fin]), 1e-300)
+    print(f"  final loss (float64 at each one's weights): evo_rules clearly lower on {ours_better}, "
+          f"pyoperon clearly lower on {theirs_better}, within {RTOL_LM:g} relative on "
+          f"{n - ours_better - theirs_better}; median relative difference (ours - theirs) / theirs "
+          f"{median(rel.tolist()) if rel.size else float('nan'):.2g}")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -164,6 +320,9 @@ def main(argv=None):
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--adam-iters", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="alternating timed passes against pyoperon (default 5; quick 3)")
+    ap.add_argument("--no-adam", action="store_true", help="only LM against pyoperon's LM")
     args = ap.parse_args(argv)
     n_rules = args.rules or (20 if args.quick else 100)
     max_iter = args.adam_iters or (500 if args.quick else 2000)
@@ -179,6 +338,9 @@ def main(argv=None):
         p["rule"].program  # noqa: B018
     p0 = probs[0]
     fit(p0["rule"], p0["X"], p0["y"])
+    compare_with_operon(probs, 20, args.repeats or (3 if args.quick else 5), args.seed)
+    if args.no_adam:
+        return
 
     # ---- LM (and LM allowed 100 iterations, to see what the cap costs)
     def run_lm(cap):

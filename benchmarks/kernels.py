@@ -3,6 +3,11 @@ hand-fused numba.
 
     PYTHONPATH=. python benchmarks/kernels.py            # 500 rules, 1,000 and 100,000 rows
     PYTHONPATH=. python benchmarks/kernels.py --quick    # 60 rules: a smoke run (~40 s)
+    EVO_RULES_VECTOR_MATH=avx2 PYTHONPATH=. python benchmarks/kernels.py   # as on an AVX2-only CPU
+
+The kernel variant (evo_rules.kernels: libmvec AVX-512, libmvec AVX2 or scalar libm) is the one
+the engine picks at import, the widest the CPU has; EVO_RULES_VECTOR_MATH=avx2 (or 0) caps it,
+which is how the AVX2-only figures are measured on an AVX-512 machine.
 
 Everything runs on one thread (benchmarks/common.py, imported first, pins the thread pools).
 Rules: benchmarks/common.py (DEAP genHalfAndHalf over add/mul/exp/log/eml, canonical size
@@ -16,8 +21,8 @@ Engines (node-evaluations/s = canonical rule size x rows / seconds, summed over 
   forward         Rule.run(F, w, jacobian=False) on a prepared feature matrix F
   evaluate        Rule.evaluate(X dict, w): also builds F from the dict on every call
   fwd+jacobian    Rule.run(F, w, jacobian=True): score and d score / d w_k for every weight
-  forward libm,   the same kernel with scalar libm exp/log instead of libmvec (when the kernel
-  fwd+jac libm      uses libmvec): the effect of vector math, side by side
+  forward V,      every other kernel variant V this machine has (avx2, scalar: narrower vector
+  fwd+jac V         math, or libm exp/log one at a time): the effect of vector width, side by side
   deap c+e        gp.compile(tree, pset) (string eval, as DEAP does for every individual of
                   every generation) then the lambda called on NumPy columns (vectorized)
   deap eval       the same lambdas, compiled beforehand: evaluation alone
@@ -28,13 +33,15 @@ Engines (node-evaluations/s = canonical rule size x rows / seconds, summed over 
                   inlined (numba's scalar libm exp/log), njit-compiled
   fused blocked   per rule, generated source running the rule's program block by block like
                   the kernel but with no dispatch, arithmetic chains fused into single loops,
-                  and the kernel's own exp/log (libmvec): the ceiling for this design
+                  and the kernel's own exp/log (its libmvec variant): the ceiling for this design
   Fused code: compile time excluded from throughput and reported apart; same contract as the
   kernel (writes the scores, returns all-finite); compiled for the first --fused rules only
   (it takes 0.2-1 s a rule), and compared with "forward [sub]", the kernel on those rules.
 Ratios:
   forward / fused ceiling  best fused time / forward time (>= 0.8 wanted at 1,000 rows)
   forward / deap c+e       DEAP compile+eval time / forward time (>= 6 wanted at 1,000 rows)
+  forward / deap eval      DEAP eval-only (NumPy ufuncs) time / forward time (>= 1.2 wanted at
+                           1,000 rows on AVX-512; NumPy's own exp/log use AVX-512 there)
   fwd+jacobian / forward   (rule evaluations with Jacobian per second) / (rule evaluations per
                            second) = forward time / jacobian time (>= 0.6 wanted)
 """
@@ -202,7 +209,10 @@ def fused_blocked_source(prog, vector: bool) -> str:
 def compile_fused_blocked(br):
     vec = getattr(K, "VECTOR_MATH", False)
     src = fused_blocked_source(br.rule.forward_program, vec)
-    ns: dict = {"np": np, "vexp": getattr(K, "_vexp4", None), "vlog": getattr(K, "_vlog4", None)}
+    calls = getattr(K, "VECTOR_CALLS", {}).get(getattr(K, "VARIANT", None))
+    if calls is None:  # a kernels module from before the variants: AVX2 only
+        calls = {"exp": getattr(K, "_vexp4", None), "log": getattr(K, "_vlog4", None)}
+    ns: dict = {"np": np, "vexp": calls["exp"], "vlog": calls["log"]}
     exec(compile(src, f"<fusedb {br.rule.key[:8]}>", "exec"), ns)
     t0 = time.perf_counter()
     fn = njit("b1(f8[:, ::1], f8[::1], f8[::1])", cache=False, boundscheck=False,
@@ -227,14 +237,19 @@ def operon_infix(t: Term) -> str:
 
 
 def operon_text(br) -> str:
+    return operon_text_with(br.rule.term, br.wdict)
+
+
+def operon_text_with(t: Term, values: dict[str, float]) -> str:
+    """Operon infix of term t with each weight written as the number values[name]."""
     from evo_rules.terms import num
 
     def subst(u: Term) -> Term:
         if u.op == "w":
-            return num(br.wdict["w" + str(u.value)])
+            return num(values["w" + str(u.value)])
         return Term(u.op, tuple(subst(a) for a in u.args), u.value) if u.args else u
 
-    return operon_infix(subst(br.rule.term))
+    return operon_infix(subst(t))
 
 
 class OperonData:
@@ -246,6 +261,18 @@ class OperonData:
 
 
 # ---------------------------------------------------------------- passes
+
+def this_variant() -> str:
+    """The kernel variant Rule.run uses (kernels from before the variants: libmvec AVX2 or libm)."""
+    return getattr(K, "VARIANT", "avx2" if getattr(K, "VECTOR_MATH", False) else "libm")
+
+
+def other_kernels() -> list[tuple[str, object]]:
+    """(variant, run_program) of every other kernel variant this machine runs, widest first."""
+    if hasattr(K, "kernel"):
+        return [(v, K.kernel(v)) for v in K.AVAILABLE if v != K.VARIANT]
+    return [("libm", K._run_program_scalar)] if getattr(K, "VECTOR_MATH", False) else []
+
 
 def _run_with(kernel, rule, F, w, jacobian):
     prog = rule.program if jacobian else rule.forward_program
@@ -311,9 +338,9 @@ def make_passes(rules, sub, fused, X, pset, n):
         "evaluate": (evaluate, N, "forward"),
         "fwd+jacobian": (jacobian, N, "forward"),
     }
-    if getattr(K, "VECTOR_MATH", False):
-        passes["forward libm"] = (with_kernel(K._run_program_scalar, False), N, "forward")
-        passes["fwd+jac libm"] = (with_kernel(K._run_program_scalar, True), N, "fwd+jacobian")
+    for name, kern in other_kernels():
+        passes[f"forward {name}"] = (with_kernel(kern, False), N, "forward")
+        passes[f"fwd+jac {name}"] = (with_kernel(kern, True), N, "fwd+jacobian")
     passes.update({
         "deap c+e": (deap_ce, N, "forward"),
         "deap eval": (deap_e, N, "forward"),
@@ -461,8 +488,8 @@ def main(argv=None):
     br0 = rules[0]  # load the interpreter (numba disk cache) before anything is timed
     for jac in (False, True):
         br0.rule.run(br0.rule.feature_matrix(X_gen), br0.w, jac)
-        if getattr(K, "VECTOR_MATH", False):
-            _run_with(K._run_program_scalar, br0.rule, br0.rule.feature_matrix(X_gen), br0.w, jac)
+        for _, kern in other_kernels():
+            _run_with(kern, br0.rule, br0.rule.feature_matrix(X_gen), br0.w, jac)
     fused: dict[str, tuple] = {}
     c_row, c_blk = [], []
     for br in rules[:n_fused]:
@@ -512,16 +539,17 @@ def main(argv=None):
             print(f"  forward / fused row loop (libm exp/log)       : {r('fused row'):6.2f}")
             print(f"  forward / fused blocked (kernel's exp/log)    : {r('fused blocked'):6.2f}")
         print(f"  forward / DEAP compile+eval                   : {r('deap c+e'):6.2f}   (target >= 6 at 1,000 rows)")
-        print(f"  forward / DEAP eval only                      : {r('deap eval'):6.2f}")
+        print(f"  forward / DEAP eval only                      : {r('deap eval'):6.2f}   (target >= 1.2 at 1,000 rows, AVX-512)")
         print(f"  forward / NumPy tree walk                     : {r('numpy walk'):6.2f}")
         if "operon eval" in times:
             print(f"  forward / Operon parse+eval (float32)         : {r('operon p+e'):6.2f}")
             print(f"  forward / Operon eval only (float32)          : {r('operon eval'):6.2f}")
         print(f"  fwd+jacobian / forward, in rule evaluations/s : {1 / r('fwd+jacobian'):6.2f}   (target >= 0.6)")
         print(f"  evaluate (dict -> matrix each call) / forward : {1 / r('evaluate'):6.2f}")
-        if "forward libm" in times:
-            print(f"  forward: vector math / libm kernel (speed-up) : {r('forward libm'):6.2f}")
-            print(f"  fwd+jac: vector math / libm kernel (speed-up) : {r('fwd+jac libm'):6.2f}")
+        for name, _ in other_kernels():
+            for p in ("forward", "fwd+jac"):
+                label = f"{p}: {this_variant()} / {name} kernel (speed-up)"
+                print(f"  {label:<46}: {r(f'{p} {name}'):6.2f}")
 
 
 def _operon_version() -> str:

@@ -6,15 +6,28 @@ constant and weight slots are filled once. Compiled once and cached on disk by n
 
 Vector math. exp/log dominate the cost of typical rules, and numba cannot vectorize them (the
 llvmlite on PyPI has no SVML and no `-vector-library` option), so each of those instructions
-calls glibc's libmvec AVX2 entry points (`_ZGVdN4v_exp` / `_log` / `_log1p`, 4 doubles per call)
-through a small LLVM intrinsic. Measured against libm over 4M random arguments: exp within 3 ulp,
-log and log1p within 2 ulp; the same IEEE special cases (NaN, +-inf, 0, overflow, underflow).
-Every lane of every block, and the slots computed once, go through the same function, so a row's
-value does not depend on the number of rows or its position. Used only on x86-64 with AVX2,
-numba compiling for the host CPU, and libmvec found; otherwise, or with EVO_RULES_VECTOR_MATH=0 in
-the environment, the scalar libm path runs (results then differ by those few ulp). The two paths
-are two separately cached kernels (`VECTOR_MATH` says which one `run_program` is). No fastmath
-flag is used anywhere: non-finite values must propagate, the finite check depends on them.
+calls glibc's libmvec through a small LLVM intrinsic, in the widest variant the CPU has, picked
+at import:
+
+    variant  libmvec entry points                       doubles a call  KERNEL_KIND
+    avx512   _ZGVeN8v_exp / _log / _log1p (zmm)         8               libmvec-avx512
+    avx2     _ZGVdN4v_exp / _log / _log1p (ymm)         4               libmvec
+    scalar   libm's exp / log / log1p, one at a time    1               libm
+
+glibc documents libmvec within 4 ulp of the correctly rounded result, with the IEEE special
+cases of libm (NaN, +-inf, 0, overflow, underflow); tests/test_kernels_variants.py checks both
+against libm on random and edge arguments. Every lane of every block, and the slots computed
+once, go through the same function, so a row's value does not depend on the number of rows or
+its position. A vector variant is used only on x86-64 with the CPU feature (AVX-512F / AVX2),
+numba compiling for the host CPU, and libmvec found.
+
+`EVO_RULES_VECTOR_MATH` caps the choice: `avx2` (at most AVX2), `0` (scalar libm, also
+`off`/`scalar`), `auto` or unset (the widest). Variants differ by a few ulp, so their fitted
+numbers differ in the last bits: `KERNEL_KIND` names the variant in use and the fitness cache
+keys on it (the AVX2 kind keeps the name it had when it was the only vector variant: its numbers
+are unchanged, so fitnesses cached by it stay valid). Each variant is its own separately cached kernel (`kernel(name)`; `run_program` is
+the selected one). No fastmath flag is used anywhere: non-finite values must propagate, the
+finite check depends on them.
 """
 
 from __future__ import annotations
@@ -23,6 +36,7 @@ import ctypes
 import ctypes.util
 import os
 import platform
+from dataclasses import dataclass
 
 import numpy as np
 from llvmlite import binding as _llvm
@@ -33,32 +47,60 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 CONST, WEIGHT, FEAT, ADD, SUB, MUL, NEG, EXP, LOG, SOFTPLUS, SIGMOID, RECIP = range(12)
-# the wider operator set (terms.WIDE); libm's scalar functions in both kernel variants
+# the wider operator set (terms.WIDE); libm's scalar functions in every kernel variant
 SIN, COS, SQRT, ABS, SIGN, DIV, POW = range(12, 19)
 OPNAMES = ("const", "weight", "feat", "add", "sub", "mul", "neg", "exp", "log", "softplus",
            "sigmoid", "recip", "sin", "cos", "sqrt", "abs", "sign", "div", "pow")
 BINARY_OPS = (ADD, SUB, MUL, DIV, POW)  # instructions that read slot b
-BLOCK = 256  # rows per block (a multiple of LANES)
-LANES = 4  # doubles per vector-math call (AVX2)
-_VEC_SYMBOLS = {"exp": "_ZGVdN4v_exp", "log": "_ZGVdN4v_log", "log1p": "_ZGVdN4v_log1p"}
+BLOCK = 256  # rows per block (a multiple of every variant's lanes)
 
 
-def _find_libmvec() -> tuple[bool, str]:
-    """(usable, description). Loads libmvec into the process for the JIT when usable."""
-    if os.environ.get("EVO_RULES_VECTOR_MATH", "1").strip().lower() in ("0", "no", "off", "false"):
-        return False, "off (EVO_RULES_VECTOR_MATH=0)"
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    kind: str  # names the variant in the fitness cache key
+    lanes: int  # doubles per vector-math call; rows are padded to a multiple of it
+    feature: str  # the CPU feature it needs (LLVM's name); "" for none
+    symbols: tuple[tuple[str, str], ...]  # (function, libmvec symbol)
+
+
+VARIANTS = {
+    "avx512": Variant("avx512", "libmvec-avx512", 8, "avx512f",
+                      (("exp", "_ZGVeN8v_exp"), ("log", "_ZGVeN8v_log"), ("log1p", "_ZGVeN8v_log1p"))),
+    "avx2": Variant("avx2", "libmvec", 4, "avx2",
+                    (("exp", "_ZGVdN4v_exp"), ("log", "_ZGVdN4v_log"), ("log1p", "_ZGVdN4v_log1p"))),
+    "scalar": Variant("scalar", "libm", 1, "", ()),
+}
+WIDEST_FIRST = ("avx512", "avx2", "scalar")
+ENV = "EVO_RULES_VECTOR_MATH"
+
+
+def requested_cap(value: str | None) -> str:
+    """The widest variant the environment allows: 'avx512' (no cap), 'avx2' or 'scalar'."""
+    v = (value if value is not None else "auto").strip().lower()
+    if v in ("", "1", "on", "yes", "true", "auto", "avx512"):
+        return "avx512"
+    if v == "avx2":
+        return "avx2"
+    if v in ("0", "off", "no", "false", "scalar", "libm"):
+        return "scalar"
+    raise ValueError(f"{ENV}={value!r}: expected auto (or 1), avx512, avx2, or 0 (scalar libm)")
+
+
+def _libmvec_off_reason() -> str | None:
+    """Why no vector variant can run in this process, or None when one might."""
     if _nb_config.DISABLE_JIT:
-        return False, "off (NUMBA_DISABLE_JIT)"
+        return "NUMBA_DISABLE_JIT"
     if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False, f"off (no libmvec AVX2 on {platform.machine()})"
-    # the vector ABI passes <4 x double> in a ymm register: only when code is built for the host
+        return f"no libmvec on {platform.machine()}"
+    # the vector ABI passes vectors in ymm / zmm registers: only when code is built for the host
     if _nb_config.CPU_NAME not in (None, "host") or _nb_config.CPU_FEATURES is not None:
-        return False, "off (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set)"
-    try:
-        if not _llvm.get_host_cpu_features().get("avx2", False):
-            return False, "off (CPU has no AVX2)"
-    except Exception:  # pragma: no cover - feature query unsupported
-        return False, "off (CPU features unknown)"
+        return "NUMBA_CPU_NAME / NUMBA_CPU_FEATURES set"
+    return None
+
+
+def _load_libmvec(symbols) -> str | None:
+    """Load the first libmvec holding all `symbols` into the process for the JIT; its name."""
     for name in ("libmvec.so.1", ctypes.util.find_library("mvec")):
         if not name:
             continue
@@ -66,26 +108,79 @@ def _find_libmvec() -> tuple[bool, str]:
             lib = ctypes.CDLL(name)
         except OSError:
             continue
-        if all(hasattr(lib, s) for s in _VEC_SYMBOLS.values()):
+        if all(hasattr(lib, s) for s in symbols):
             _llvm.load_library_permanently(name)
-            return True, f"libmvec AVX2 ({name})"
-    return False, "off (libmvec not found)"
+            return name
+    return None
 
 
-VECTOR_MATH, VECTOR_MATH_INFO = _find_libmvec()
+def _probe() -> tuple[tuple[str, ...], dict[str, str]]:
+    """(variants usable here, widest first; why each other one is not)."""
+    usable = []
+    why: dict[str, str] = {}
+    off = _libmvec_off_reason()
+    try:
+        features = _llvm.get_host_cpu_features() if off is None else {}
+    except Exception:  # pragma: no cover - feature query unsupported
+        features, off = {}, "CPU features unknown"
+    for name in WIDEST_FIRST[:-1]:
+        v = VARIANTS[name]
+        if off is not None:
+            why[name] = off
+        elif not features.get(v.feature, False):
+            why[name] = f"CPU has no {v.feature.upper()}"
+        else:
+            lib = _load_libmvec([s for _, s in v.symbols])
+            if lib is None:
+                why[name] = f"no libmvec with {', '.join(s for _, s in v.symbols)}"
+            else:
+                usable.append(name)
+                why[name] = lib
+    usable.append("scalar")
+    return tuple(usable), why
 
 
-def _vector_call(symbol: str):
-    """Intrinsic buf[dst, r:r+4] = symbol(buf[src, r:r+4]) for a 2-D C-contiguous float64 buf."""
+def select(cap: str, available) -> str:
+    """The widest available variant no wider than `cap`."""
+    order = WIDEST_FIRST[WIDEST_FIRST.index(cap):]
+    return next(v for v in order if v in available)
 
-    @intrinsic
-    def call4(typingctx, buf, dst, src, r):
+
+AVAILABLE, _WHY = _probe()
+VARIANT = select(requested_cap(os.environ.get(ENV)), AVAILABLE)
+KERNEL_KIND = VARIANTS[VARIANT].kind
+LANES = VARIANTS[VARIANT].lanes
+VECTOR_MATH = VARIANT != "scalar"
+
+
+def _describe() -> str:
+    v = VARIANTS[VARIANT]
+    if VECTOR_MATH:
+        text = f"libmvec {VARIANT.upper()}, {v.lanes} doubles a call ({_WHY[VARIANT]})"
+    else:
+        text = "off: scalar libm"
+    skipped = [f"{n}: {_WHY[n]}" for n in WIDEST_FIRST[:WIDEST_FIRST.index(VARIANT)]
+               if n not in AVAILABLE]
+    capped = [n for n in WIDEST_FIRST[:WIDEST_FIRST.index(VARIANT)] if n in AVAILABLE]
+    if capped:
+        skipped.append(f"{ENV}={os.environ.get(ENV)!r} caps it")
+    return text + (f" [{'; '.join(skipped)}]" if skipped else "")
+
+
+VECTOR_MATH_INFO = _describe()
+
+
+def _vector_call(symbol: str, lanes: int):
+    """Intrinsic buf[dst, r:r+lanes] = symbol(buf[src, r:r+lanes]) for a 2-D C-contiguous
+    float64 buf: one libmvec call on `lanes` doubles passed in one vector register."""
+
+    def call(typingctx, buf, dst, src, r):
         sig = types.void(buf, types.intp, types.intp, types.intp)
 
         def codegen(context, builder, sig, args):
             aty = sig.args[0]
             arr = context.make_array(aty)(context, builder, args[0])
-            vty = ir.VectorType(ir.DoubleType(), LANES)
+            vty = ir.VectorType(ir.DoubleType(), lanes)
             fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty]), symbol)
             src_p = cgutils.get_item_pointer(context, builder, aty, arr, [args[2], args[3]],
                                              wraparound=False)
@@ -97,32 +192,37 @@ def _vector_call(symbol: str):
 
         return sig, codegen
 
-    return call4
+    call.__name__ = call.__qualname__ = f"call{symbol}"
+    return intrinsic(call)
 
 
-_vexp4 = _vector_call(_VEC_SYMBOLS["exp"])
-_vlog4 = _vector_call(_VEC_SYMBOLS["log"])
-_vlog1p4 = _vector_call(_VEC_SYMBOLS["log1p"])
-
-# Block math: buf[dst, r] = f(buf[src, r]) for r < m (m a multiple of LANES; dst may be src).
+# vector-math intrinsics of every vector variant, by variant and function (benchmarks reuse them)
+VECTOR_CALLS = {name: {fn: _vector_call(sym, VARIANTS[name].lanes) for fn, sym in VARIANTS[name].symbols}
+                for name in WIDEST_FIRST[:-1]}
 
 
-@njit(nogil=True, boundscheck=False, error_model="numpy")
-def _exp_vec(buf, dst, src, m):
-    for r in range(0, m, LANES):
-        _vexp4(buf, dst, src, r)
+def _named(tag: str):
+    """njit under a name unique to the variant: numba's symbol names come from the qualified
+    name, and two cached variants with equal names would resolve to one another's code."""
+
+    def deco(fn):
+        fn.__name__ = f"{fn.__name__}_{tag}"
+        fn.__qualname__ = fn.__name__
+        return njit(nogil=True, boundscheck=False, error_model="numpy")(fn)
+
+    return deco
 
 
-@njit(nogil=True, boundscheck=False, error_model="numpy")
-def _log_vec(buf, dst, src, m):
-    for r in range(0, m, LANES):
-        _vlog4(buf, dst, src, r)
+# Block math: buf[dst, r] = f(buf[src, r]) for r < m (m a multiple of the variant's lanes; dst
+# may be src).
 
+def _vector_block(tag: str, call, lanes: int):
+    @_named(tag)
+    def block(buf, dst, src, m):
+        for r in range(0, m, lanes):
+            call(buf, dst, src, r)
 
-@njit(nogil=True, boundscheck=False, error_model="numpy")
-def _log1p_vec(buf, dst, src, m):
-    for r in range(0, m, LANES):
-        _vlog1p4(buf, dst, src, r)
+    return block
 
 
 @njit(nogil=True, boundscheck=False, error_model="numpy")
@@ -143,25 +243,21 @@ def _log1p_scalar(buf, dst, src, m):
         buf[dst, r] = np.log1p(buf[src, r])
 
 
-def _named(tag: str):
-    """njit under a name unique to the variant: numba's symbol names come from the qualified
-    name, and two cached variants with equal names would resolve to one another's code."""
-
-    def deco(fn):
-        fn.__name__ = f"{fn.__name__}_{tag}"
-        fn.__qualname__ = fn.__name__
-        return njit(nogil=True, boundscheck=False, error_model="numpy")(fn)
-
-    return deco
+def _block_math(name: str):
+    """(exp, log, log1p) block functions of a variant."""
+    if name == "scalar":
+        return _exp_scalar, _log_scalar, _log1p_scalar
+    calls, lanes = VECTOR_CALLS[name], VARIANTS[name].lanes
+    return tuple(_vector_block(f"{fn}_{name}", calls[fn], lanes) for fn in ("exp", "log", "log1p"))
 
 
-def _make_interp(tag, f_exp, f_log, f_log1p):
-    """The interpreter with its block math bound at compile time (plain calls, no dynamic
-    globals, so the callers below can be cached on disk)."""
+def _make_interp(tag, lanes, f_exp, f_log, f_log1p):
+    """The interpreter with its block math and lane count bound at compile time (plain calls,
+    no dynamic globals, so the callers below can be cached on disk)."""
 
     @_named(tag)
     def step(buf, i, op, a, b, m):
-        """Slot i := op(slot a, slot b) over lanes [0, m) (m a multiple of LANES)."""
+        """Slot i := op(slot a, slot b) over lanes [0, m) (m a multiple of lanes)."""
         if op == ADD:
             for r in range(m):
                 buf[i, r] = buf[a, r] + buf[b, r]
@@ -229,7 +325,7 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
         B = BLOCK
         buf = np.empty((n_slots, B))
         # lanes any block uses: B, or fewer when there are fewer rows
-        lanes = min(B, (n_rows + LANES - 1) // LANES * LANES)
+        used = min(B, (n_rows + lanes - 1) // lanes * lanes)
         # slots that depend on no feature (constants, weights, exp/log of weights, ...) are the
         # same on every row: computed once here, skipped in the row blocks
         uniform = np.empty(n_slots, dtype=np.bool_)
@@ -239,10 +335,10 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
             b = arg_b[i]
             if op == CONST:
                 uniform[i] = True
-                buf[i, :lanes] = consts[i]
+                buf[i, :used] = consts[i]
             elif op == WEIGHT:
                 uniform[i] = True
-                buf[i, :lanes] = weights[a]
+                buf[i, :used] = weights[a]
             elif op == FEAT:
                 uniform[i] = False
             else:
@@ -251,13 +347,13 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
                     u = u and uniform[b]
                 uniform[i] = u
                 if u:
-                    step(buf, i, op, a, b, lanes)
+                    step(buf, i, op, a, b, used)
         bad = False
         for start in range(0, n_rows, B):
             m = min(B, n_rows - start)
-            # every instruction runs over m4 >= m lanes (a multiple of LANES); feature lanes past
+            # every instruction runs over mp >= m lanes (a multiple of lanes); feature lanes past
             # the last row are padded with 1.0 so every lane holds a defined value; m are output
-            m4 = (m + LANES - 1) // LANES * LANES
+            mp = (m + lanes - 1) // lanes * lanes
             for i in range(n_slots):
                 if uniform[i]:
                     continue
@@ -266,10 +362,10 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
                 if op == FEAT:
                     for r in range(m):
                         buf[i, r] = X[a, start + r]
-                    for r in range(m, m4):
+                    for r in range(m, mp):
                         buf[i, r] = 1.0
                 else:
-                    step(buf, i, op, a, arg_b[i], m4)
+                    step(buf, i, op, a, arg_b[i], mp)
             for k in range(outs.shape[0]):
                 s = outs[k]
                 for r in range(m):
@@ -281,13 +377,25 @@ def _make_interp(tag, f_exp, f_log, f_log1p):
     return interp
 
 
-_interp_vector = _make_interp("vector", _exp_vec, _log_vec, _log1p_vec)
-_interp_scalar = _make_interp("scalar", _exp_scalar, _log_scalar, _log1p_scalar)
+# (exp, log, log1p) block functions of every variant; tests call them directly
+BLOCK_MATH = {name: _block_math(name) for name in WIDEST_FIRST}
+_interp_avx512 = _make_interp("avx512", VARIANTS["avx512"].lanes, *BLOCK_MATH["avx512"])
+_interp_avx2 = _make_interp("avx2", VARIANTS["avx2"].lanes, *BLOCK_MATH["avx2"])
+_interp_scalar = _make_interp("scalar", VARIANTS["scalar"].lanes, *BLOCK_MATH["scalar"])
+
+# One cached entry point per variant (numba caches a top-level function by its name). A vector
+# variant's code is compiled on first call only: calling one the CPU lacks would fault, so
+# `kernel(name)` refuses those.
 
 
 @njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
-def _run_program_vector(code, arg_a, arg_b, consts, X, weights, outs, result):
-    return _interp_vector(code, arg_a, arg_b, consts, X, weights, outs, result)
+def _run_program_avx512(code, arg_a, arg_b, consts, X, weights, outs, result):
+    return _interp_avx512(code, arg_a, arg_b, consts, X, weights, outs, result)
+
+
+@njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
+def _run_program_avx2(code, arg_a, arg_b, consts, X, weights, outs, result):
+    return _interp_avx2(code, arg_a, arg_b, consts, X, weights, outs, result)
 
 
 @njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
@@ -295,7 +403,19 @@ def _run_program_scalar(code, arg_a, arg_b, consts, X, weights, outs, result):
     return _interp_scalar(code, arg_a, arg_b, consts, X, weights, outs, result)
 
 
-run_program = _run_program_vector if VECTOR_MATH else _run_program_scalar
+_KERNELS = {"avx512": _run_program_avx512, "avx2": _run_program_avx2, "scalar": _run_program_scalar}
+
+
+def kernel(name: str):
+    """The run_program of variant `name` ('avx512', 'avx2', 'scalar'), if this machine has it."""
+    if name not in _KERNELS:
+        raise ValueError(f"unknown kernel variant {name!r}: expected one of {', '.join(WIDEST_FIRST)}")
+    if name not in AVAILABLE:
+        raise ValueError(f"kernel variant {name!r} is not available here: {_WHY[name]}")
+    return _KERNELS[name]
+
+
+run_program = kernel(VARIANT)
 run_program.__doc__ = """Evaluate slots `outs` of the program for every column of X.
 
     X: (n_features, n_rows) float64, C-contiguous. result: (len(outs), n_rows).

@@ -108,28 +108,3 @@ def test_division_by_zero_in_a_gradient_is_invalid_not_an_exception():
     X = {"a": np.array([1.0, 2.0]), "b": np.array([0.0, 1.0])}
     s, J = r.jacobian(X, [0.0])  # d/dw of -log(w) at w = 0 divides by zero
     assert not np.all(np.isfinite(J))
-
-
-@pytest.mark.skipif(not __import__("evo_rules.kernels").kernels.VECTOR_MATH,
-                    reason="libmvec vector math not available on this machine")
-@settings(max_examples=100)
-@given(terms(), st.integers(0, 10_000))
-def test_vector_math_kernel_agrees_with_scalar_libm_kernel(t, seed):
-    from evo_rules import kernels as K
-
-    r = parse(to_text(t))
-    rng = np.random.default_rng(seed)
-    specials = np.array([0.0, -0.0, -1.0, 1e-300, 710.0, -750.0, 1e300, np.inf, -np.inf, np.nan])
-    X = {f: np.r_[rng.uniform(-3, 3, 40), specials] for f in FEATURES}
-    w = rng.uniform(-2, 2, len(r.params))
-    F = r.feature_matrix(X)
-    p = r.program
-    outs = [np.empty((len(p.outputs), F.shape[1])) for _ in range(2)]
-    ok_v = K._run_program_vector(p.code, p.arg_a, p.arg_b, p.consts, F, w, p.outputs, outs[0])
-    ok_s = K._run_program_scalar(p.code, p.arg_a, p.arg_b, p.consts, F, w, p.outputs, outs[1])
-    assert ok_v == ok_s
-    v, s = outs
-    assert np.array_equal(np.isnan(v), np.isnan(s))
-    assert np.array_equal(np.isinf(v), np.isinf(s))
-    fin = np.isfinite(v)
-    assert np.allclose(v[fin], s[fin], rtol=1e-12, atol=1e-12 * (1 + np.abs(s[fin]).max(initial=0)))
