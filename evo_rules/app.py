@@ -17,13 +17,13 @@ from . import checkpoint, scriptguard, stopping
 from .config import RunConfig, from_dict, load
 from .population import Variation
 from .report import build_report, reference_texts, write_json, write_report
+from .run_folder import RunFolder, default_folder
 from .runlock import RunLock
 from .screening import screened_seeds
 from .search import RunFolderError, Search, TaskHandle
 from .validate import checked_task
 
 DEFAULT_CONFIG = "and-match.toml"
-CONFIG_JSON = "config.json"
 RUNS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "runs")
 
 
@@ -46,8 +46,9 @@ def task_handle(config: RunConfig) -> TaskHandle:
 
 
 def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variation:
-    """`weights`: (feature weights, pair weights) of the grammar (`grammar_weights`); empty
-    for uniform draws."""
+    """The registered variation operators (`evo_rules.operators.VARIATION`) with a weight > 0
+    in the config, bound to its grammar. `weights`: (feature weights, pair weights) of the
+    grammar (`grammar_weights`); empty for uniform draws."""
     import evo_rules.operators as ops
 
     g = config.grammar
@@ -55,20 +56,17 @@ def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variati
                           max_size=g.max_size, max_depth=g.max_depth,
                           template_share=g.template_share, feature_weights=tuple(weights[0]),
                           pair_weights=tuple(weights[1]))
-    s = config.search
-    probs = {"crossover": s.crossover, "subtree": s.subtree, "point": s.point, "hoist": s.hoist,
-             "shrink": s.shrink, "insert": s.insert}
-    return Variation(
-        random_rule=lambda rng: ops.random_rule(grammar, rng),
-        mutations={name: partial(_mutate, ops.OPERATORS[name], grammar)
-                   for name in ("subtree", "point", "hoist", "shrink", "insert")},
-        crossover=lambda a, b, rng: ops.subtree_crossover(a, b, grammar, rng),
-        probs={k: v for k, v in probs.items() if v > 0},
-    )
+    probs = {name: w for name, w in config.search.variation_weights().items() if w > 0}
+    bound = {name: (op.parents, partial(_with_grammar, op.fn, grammar))
+             for name, op in ops.VARIATION.items() if name in probs}
+    return Variation(random_rule=partial(_with_grammar, ops.random_rule, grammar), operators=bound,
+                     probs=probs)
 
 
-def _mutate(op, grammar, rule, rng):
-    return op(rule, grammar, rng)
+def _with_grammar(op, grammar, *args):
+    """op(*rules, grammar, rng) called as (*rules, rng): an operator bound to a grammar."""
+    *rules, rng = args
+    return op(*rules, grammar, rng)
 
 
 def grammar_weights(config: RunConfig, task) -> tuple:
@@ -107,7 +105,7 @@ def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool
 def _run_and_report(search: Search, prepare=lambda: None) -> tuple[Search, dict]:
     try:
         prepare()
-        write_json(os.path.join(search.out, CONFIG_JSON), search.config.to_dict())
+        write_json(os.fspath(search.folder.config), search.config.to_dict())
         search.run()
         report = build_report(search)
         write_report(search.out, report)
@@ -119,7 +117,8 @@ def _run_and_report(search: Search, prepare=lambda: None) -> tuple[Search, dict]
 def start(config: RunConfig, out: str | None = None, progress: bool = True,
           overwrite: bool = False, rebuild_cache: bool = False,
           stop: stopping.Stop | None = None) -> tuple[Search, dict]:
-    out = out or os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
+    """A new run in `out` (default: `run_folder.default_folder`, runs/TASK-seedN-K)."""
+    out = out or os.fspath(default_folder(config.task.name, config.run.seed))
     with stopping.handlers(stop or stopping.Stop()) as stop:
         search = make_search(config, out, progress, stop=stop, overwrite=overwrite,
                              rebuild_cache=rebuild_cache)
@@ -134,7 +133,7 @@ RESUMABLE_EDITS = {"run": {"generations", "max_seconds", "max_evaluations", "che
 def _config_edits(out: str, config: RunConfig) -> RunConfig:
     """The run's config with the edits of DIR/config.json that a resume may take; any other edit
     is refused, naming the keys (a resume continues a run under its own config)."""
-    path = os.path.join(out, CONFIG_JSON)
+    path = os.fspath(RunFolder(out).config)
     try:
         with open(path, encoding="utf-8") as fh:
             data = json.load(fh)
@@ -169,14 +168,15 @@ def resume(out: str, generations: int | None = None, progress: bool = True,
     given [run] changes."""
     if not os.path.isdir(out):
         raise RunFolderError(f"{out}: no such run folder")
-    if not any(os.path.exists(os.path.join(out, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
+    folder = RunFolder(out)
+    if not folder.holds_run():
         checkpoint.read_latest(out)  # raises: nothing to resume (and no lock file left behind)
     with stopping.handlers(stop or stopping.Stop()) as stop:
         lock = RunLock(out)  # before reading: a run still writing this folder is refused
         try:
             state = checkpoint.read_latest(out)
             if config is None:
-                config = _config_edits(out, from_dict(state["config"], source=os.path.join(out, checkpoint.NAME)))
+                config = _config_edits(out, from_dict(state["config"], source=os.fspath(folder.checkpoint)))
             changes = {k: v for k, v in (("generations", generations), ("max_seconds", max_seconds),
                                          ("max_evaluations", max_evaluations)) if v is not None}
             if changes:
@@ -198,7 +198,8 @@ def run_search(config: Mapping | str | RunConfig | None = None, out: str | None 
     """Notebook and script API: run a search from a config dict (or TOML path); return the report.
 
     `run_overrides` replace keys of [run] (seed, generations, population, max_seconds, ...).
-    `out` already holding a run: `resume=True` continues it (the config must match the run's,
+    `out` defaults to runs/TASK-seedN-K, the first K free (`resume=True`: the last K that holds
+    a run). `out` already holding a run: `resume=True` continues it (the config must match the run's,
     generations and budgets aside), `overwrite=True` replaces it; neither: refused. From a
     script, the process backend needs the script's top level under `if __name__ == "__main__":`
     (checked before anything is written). Ctrl-C (a notebook's interrupt) stops the run cleanly
@@ -215,8 +216,8 @@ def run_search(config: Mapping | str | RunConfig | None = None, out: str | None 
         cfg = cfg.replace("run", **run_overrides)
     ev = cfg.evaluation
     scriptguard.check(ev.backend, ev.backend == "process" or (ev.backend == "dask" and not ev.scheduler))
-    out = out or os.path.join("runs", f"{cfg.task.name}-seed{cfg.run.seed}")
-    if resume and any(os.path.exists(os.path.join(out, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
+    out = out or os.fspath(default_folder(cfg.task.name, cfg.run.seed, resume=resume))
+    if resume and RunFolder(out).holds_run():
         return _resume(out, progress=progress, rebuild_cache=rebuild_cache, config=cfg)[1]
     return start(cfg, out, progress, overwrite=overwrite, rebuild_cache=rebuild_cache)[1]
 
@@ -242,8 +243,8 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
     features = tuple(config.grammar.features or task.features)
     vocab = ops.term_vocabulary(features, pairs=sw.pairs)
     os.makedirs(out, exist_ok=True)
-    cache = FitnessCache(config.cache.path or os.path.join(out, "cache.sqlite"), task.fingerprint,
-                         config.fit_settings)
+    folder = RunFolder(out)
+    cache = FitnessCache(folder.cache_path(config.cache.path), task.fingerprint, config.fit_settings)
     ev = config.evaluation
     backend = make_backend(ev.backend, handle.factory, handle.token, config.fit_settings,
                            workers=ev.n_workers, chunk=ev.chunk, retries=ev.retries,
@@ -289,7 +290,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
                                  config.fit_settings, linear, config.rerun.seeds),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    write_json(os.path.join(out, "sweep.json"), result)
+    write_json(os.fspath(folder.sweep), result)
     return result
 
 

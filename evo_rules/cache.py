@@ -7,6 +7,10 @@ with two processes writing at once). A damaged file is found when it is opened (
 quick_check) or used, and reported as `CacheError` with the way out: `rebuild=True` (the CLI's
 `--rebuild-cache`) moves it aside and starts an empty cache. Only cached fitnesses are lost: the
 checkpoint never depends on the cache. Values are JSON, never pickle.
+
+This module alone knows the SQLite schema: a run marks the cache with each checkpoint
+(`mark()`, plain JSON) and a resume forgets what came after it (`rollback(mark)`); tools that
+read a finished run's cache use `stored_results(path)`.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import sqlite3
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 from .fitting import FITTER
 from .kernels import VECTOR_MATH
@@ -41,6 +45,23 @@ def settings_digest(fit_settings: Mapping) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
+def stored_results(path: str | os.PathLike) -> Iterator[dict]:
+    """Every result a cache file holds (any task, any settings), read-only: for tools that read a
+    finished run's cache (a missing file holds none)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        return
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        for (result,) in db.execute("SELECT result FROM evaluations"):
+            try:
+                yield json.loads(result)
+            except ValueError:
+                continue  # a damaged row: as a miss in a run
+    finally:
+        db.close()
+
+
 class CacheError(ValueError):
     def __init__(self, message: str, damaged: bool = False):
         super().__init__(message)
@@ -57,8 +78,11 @@ class FitnessCache:
         self.path = os.fspath(path)
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         self.task = task_fingerprint
-        # the vector and scalar exp/log kernels differ by a few ulp: never mix their fitnesses
-        self.settings = settings_digest(dict(fit_settings, kernel=VECTOR_MATH_TAG, fitter=FITTER))
+        key = getattr(fit_settings, "key", None)  # FitSettings: its own digest, constants and all
+        # a plain mapping ({"max_iter": N}): this process's kernel and fitter complete it (the
+        # vector and scalar exp/log kernels differ by a few ulp: never mix their fitnesses)
+        self.settings = key() if callable(key) else settings_digest(
+            dict(fit_settings, kernel=VECTOR_MATH_TAG, fitter=FITTER))
         try:
             self._open()
         except CacheError as exc:
@@ -150,14 +174,17 @@ class FitnessCache:
         with self._guard(), self.db:
             self.db.executemany("INSERT OR REPLACE INTO evaluations VALUES (?, ?, ?, ?)", rows)
 
-    def last_row(self) -> int:
-        """The newest row's id: rows past it were written later (see `drop_after`)."""
+    def mark(self) -> int:
+        """A point in the file's history (plain JSON data, for a checkpoint): `rollback(mark)`
+        removes every result stored after it."""
         with self._guard():
             return self.db.execute("SELECT COALESCE(MAX(rowid), 0) FROM evaluations").fetchone()[0]
 
-    def drop_after(self, row: int) -> None:
+    def rollback(self, mark: int) -> None:
+        """Forget the results stored after `mark` (all tasks and settings: call it only on a cache
+        no other run shares)."""
         with self._guard(), self.db:
-            self.db.execute("DELETE FROM evaluations WHERE rowid > ?", (row,))
+            self.db.execute("DELETE FROM evaluations WHERE rowid > ?", (int(mark),))
 
     def __len__(self) -> int:
         with self._guard():

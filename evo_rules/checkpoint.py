@@ -14,10 +14,12 @@ import json
 import os
 import warnings
 
+from .run_folder import CHECKPOINT, PREVIOUS_CHECKPOINT, RunFolder
+
 FORMAT = "evo-rules-checkpoint"
 VERSION = 1
-NAME = "checkpoint.json"
-PREVIOUS = "checkpoint.prev.json"
+NAME = CHECKPOINT  # the names, for callers that spell a folder's files (run_folder names them)
+PREVIOUS = PREVIOUS_CHECKPOINT
 
 
 class CheckpointError(ValueError):
@@ -28,14 +30,14 @@ def write(folder: str, state: dict) -> str:
     body = json.dumps(state, sort_keys=True, separators=(",", ":"), allow_nan=False)
     doc = {"format": FORMAT, "version": VERSION,
            "sha256": hashlib.sha256(body.encode()).hexdigest(), "body": body}
-    path = os.path.join(folder, NAME)
-    tmp = path + ".tmp"
+    run = RunFolder(folder)
+    path, tmp = os.fspath(run.checkpoint), run.checkpoint_tmp
     with open(tmp, "w", encoding="utf-8") as fh:
         json.dump(doc, fh)
         fh.flush()
         os.fsync(fh.fileno())
     if os.path.exists(path):
-        os.replace(path, os.path.join(folder, PREVIOUS))
+        os.replace(path, run.previous_checkpoint)
     os.replace(tmp, path)
     _fsync_dir(folder)
     return path
@@ -54,8 +56,9 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def read_file(path: str) -> dict:
+def read_file(path: str | os.PathLike) -> dict:
     """The state in one checkpoint file, or CheckpointError saying what is wrong with it."""
+    path = os.fspath(path)
     try:
         with open(path, encoding="utf-8") as fh:
             doc = json.load(fh)
@@ -75,9 +78,9 @@ def read_file(path: str) -> dict:
 
 def read_latest(folder: str) -> dict:
     """The newest readable checkpoint of a run folder; falls back to the previous one, with a warning."""
-    current = os.path.join(folder, NAME)
-    prev = os.path.join(folder, PREVIOUS)
-    if not os.path.exists(current) and not os.path.exists(prev):
+    run = RunFolder(folder)
+    current, prev = os.fspath(run.checkpoint), os.fspath(run.previous_checkpoint)
+    if not run.holds_run():
         raise CheckpointError(
             f"{folder}: nothing to resume (no checkpoint: the run stopped before it saved one); "
             f"start it again with `evo-rules run CONFIG --out {folder}`")

@@ -9,6 +9,7 @@ import sys
 import warnings
 
 from . import __version__, stopping
+from .run_folder import RUNS, RunFolder, default_folder, sweep_folder
 
 
 class CLIError(Exception):
@@ -29,14 +30,6 @@ def _cmd_eval(args) -> int:
             print(f"d/d{p}:      {g.text}")
         print(f"program:    {len(rule.program)} instructions (forward + gradients, shared subterms once)")
     return 0
-
-
-def _free_out(config) -> str:
-    base = os.path.join("runs", f"{config.task.name}-seed{config.run.seed}")
-    n = 1
-    while os.path.exists(os.path.join(f"{base}-{n}", "checkpoint.json")):
-        n += 1
-    return f"{base}-{n}"
 
 
 def config_path(name: str | None) -> str:
@@ -95,7 +88,7 @@ def _cmd_run(args) -> int:
     ev = {k: getattr(args, k) for k in ("backend", "workers") if getattr(args, k) is not None}
     if ev:
         config = config.replace("evaluation", **ev)
-    out = args.out or _free_out(config)
+    out = args.out or os.fspath(default_folder(config.task.name, config.run.seed))
     from .validate import checked_task
 
     checked_task(config, app.task_handle(config).build)  # bad input: its one line comes alone
@@ -117,7 +110,7 @@ def _nothing_to_resume(args) -> str | None:
     from .config import from_dict
 
     try:
-        with open(os.path.join(args.dir, "report.json"), encoding="utf-8") as fh:
+        with open(RunFolder(args.dir).report, encoding="utf-8") as fh:
             report = json.load(fh)
         with warnings.catch_warnings():  # a fallback to the previous checkpoint: app.resume warns
             warnings.simplefilter("ignore")
@@ -155,7 +148,7 @@ def _finish(search, report) -> int:
     from .report import format_report
 
     print(format_report(report))
-    print(f"report: {os.path.join(search.out, 'report.json')}")
+    print(f"report: {search.folder.report}")
     if search.stop_reason.startswith("max_"):  # a budget: the run stopped as asked
         print(f"evo-rules: stopped by {search.stop_reason} after generation {search.generation}; "
               f"continue with `evo-rules resume {search.out}`", file=sys.stderr)
@@ -187,10 +180,10 @@ def _cmd_sweep(args) -> int:
     if args.backend:
         config = config.replace("evaluation", backend=args.backend)
     _compile_note()
-    out = args.out or os.path.join("runs", f"{config.task.name}-sweep")
+    out = args.out or os.fspath(sweep_folder(config.task.name))
     result = app.sweep(config, out, progress=not args.quiet)
     print(format_sweep(result))
-    print(f"sweep: {os.path.join(out, 'sweep.json')}")
+    print(f"sweep: {RunFolder(out).sweep}")
     return 0
 
 
@@ -329,7 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm = sub.add_parser("lm", help="the stage-3 language model (needs the lm extra)")
     lmsub = lm.add_subparsers(dest="lm_command", required=True)
     lt = lmsub.add_parser("train", help="train (or continue training) the small GPT on the TinyStories train stories")
-    lt.add_argument("--out", default=os.path.join("runs", "lm"), help="training folder (default runs/lm); "
+    lt.add_argument("--out", default=os.path.join(RUNS, "lm"), help="training folder (default runs/lm); "
                     "a folder that holds a training run is continued")
     lt.add_argument("--minutes", type=float, default=15.0, help="time budget of this call (default 15)")
     lt.add_argument("--max-steps", type=int, help="optimizer steps in all (default 2600)")

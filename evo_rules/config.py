@@ -92,6 +92,16 @@ class SearchSection:
     # (evo_rules.screening), and one with all of them; 0: off
     screen_products: int = 0
     hall_of_fame: int = 10
+    # weights of the other registered variation operators (evo_rules.operators.register), by
+    # name, each in [0, 1]; an operator not named here is not drawn
+    operator_weights: dict = field(default_factory=dict)
+
+    def variation_weights(self) -> dict[str, float]:
+        """The weight of every registered variation operator, in the registry's (draw) order."""
+        from evo_rules.operators import VARIATION  # the registry: not at config import
+
+        return {name: float(getattr(self, name) if name in OWN_WEIGHT_KEYS
+                            else self.operator_weights.get(name, 0.0)) for name in VARIATION}
 
     def check(self, where):
         if self.selection not in ("nsga2", "tournament"):
@@ -100,14 +110,35 @@ class SearchSection:
         _within(where, "hall_of_fame", self.hall_of_fame, 1, MAX_COUNT)
         _within(where, "elite", self.elite, 0, MAX_COUNT)
         _within(where, "screen_products", self.screen_products, 0, MAX_SCREENED)
-        ops = ("crossover", "subtree", "point", "hoist", "shrink", "insert")
-        for key in ops:
-            _within(where, key, getattr(self, key), 0.0, 1.0)
-        if not any(getattr(self, key) for key in ops):
-            raise ConfigError(f"{where}: the operator probabilities ({', '.join(ops)}) are all 0")
+        self._check_operator_weights(where)
         _within(where, "parsimony", self.parsimony, 0.0, 1e6)
         _strings(where, "seed_rules", self.seed_rules)
 
+    def _check_operator_weights(self, where):
+        from evo_rules.operators import VARIATION
+
+        for key in OWN_WEIGHT_KEYS:
+            _within(where, key, getattr(self, key), 0.0, 1.0)
+        others = [n for n in VARIATION if n not in OWN_WEIGHT_KEYS]
+        for name, w in self.operator_weights.items():
+            if name in OWN_WEIGHT_KEYS:
+                raise ConfigError(f"{where}.operator_weights.{name}: {name} has its own key "
+                                  f"([search] {name}); set it there")
+            if name not in VARIATION:
+                raise ConfigError(f"{where}.operator_weights: unknown variation operator {_short(name)} "
+                                  f"(registered: {', '.join(others) or 'none besides the built-in ones'})"
+                                  f"{_did_you_mean(name, others)}")
+            if isinstance(w, bool) or not isinstance(w, (int, float)):
+                raise ConfigError(f"{where}.operator_weights.{name}: must be a number, got {_short(w)}")
+            _within(f"{where}.operator_weights", name, w, 0.0, 1.0)
+        if not any(self.variation_weights().values()):
+            keys = [*OWN_WEIGHT_KEYS, *(f"operator_weights.{n}" for n in others)]
+            raise ConfigError(f"{where}: the operator probabilities ({', '.join(keys)}) are all 0")
+
+
+# the built-in variation operators whose weight is a [search] key of its own (any other
+# registered operator's is [search.operator_weights] NAME)
+OWN_WEIGHT_KEYS = ("crossover", "subtree", "point", "hoist", "shrink", "insert")
 
 FEATURE_WEIGHTS = ("uniform", "linear")
 

@@ -46,6 +46,7 @@ from typing import Iterable
 from . import checkpoint
 from .lineage_graph import records
 from .parse import parse_term
+from .run_folder import RunFolder
 from .terms import Term, features_in, format_number, get_at, subterm_positions
 
 NAME_WIDTH = 48
@@ -268,7 +269,7 @@ def family_index(fams: Iterable[Family]) -> dict[int, int]:
 def metric_name(folder: str) -> str:
     """The task's metric name from the run's report, or "metric"."""
     try:
-        with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
+        with open(RunFolder(folder).report, encoding="utf-8") as fh:
             return json.load(fh)["task"]["metric"]
     except (OSError, ValueError, KeyError, TypeError):
         return "metric"
@@ -289,7 +290,7 @@ def format_families(fams: list[Family], top: int = 10, metric: str = "metric") -
 
 
 def write_families(folder: str, fams: list[Family], path: str | None = None) -> str:
-    path = path or os.path.join(folder, "families.json")
+    path = path or os.fspath(RunFolder(folder).families)
     with open(path, "w", encoding="utf-8") as fh:
         fh.write("[\n" + ",\n".join(
             json.dumps(dict(f.to_dict(), best_by_gen={str(k): v for k, v in f.best_by_gen.items()},

@@ -16,7 +16,9 @@ import json
 import os
 from typing import Iterator
 
-NAME = "lineage.jsonl"
+from .run_folder import LINEAGE, RunFolder
+
+NAME = LINEAGE  # the name, for callers that spell a folder's files (run_folder names them)
 
 
 class LineageError(ValueError):
@@ -36,7 +38,7 @@ def verify(folder: str, length: int, digest: str | None):
     h = new_hash()
     if length == 0:
         return h
-    path = os.path.join(folder, NAME)
+    path = os.fspath(RunFolder(folder).lineage)
     fix = "restore it from a copy, or start a new run (a run cannot resume without its lineage)"
     try:
         fh = open(path, "rb")
@@ -69,7 +71,7 @@ class LineageWriter:
     bytes past `length` (a generation that was not checkpointed) are cut off. None: a new file."""
 
     def __init__(self, folder: str, resume: tuple[int, object] | None = None):
-        self.path = os.path.join(folder, NAME)
+        self.path = os.fspath(RunFolder(folder).lineage)
         if resume is None or not os.path.exists(self.path):
             self.fh = open(self.path, "wb")
             self.hash = new_hash()
@@ -99,7 +101,7 @@ class LineageWriter:
 
 
 def read(folder: str) -> Iterator[dict]:
-    path = os.path.join(folder, NAME)
+    path = os.fspath(RunFolder(folder).lineage)
     with open(path, encoding="utf-8") as fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():

@@ -22,18 +22,17 @@ from __future__ import annotations
 import json
 import math
 import os
-import sqlite3
 from typing import Iterable, Iterator
 
 import networkx as nx
 
 from . import lineage
+from .run_folder import RunFolder
 
 
 def records(folder: str) -> Iterator[dict]:
     """The lineage records of a run folder, in birth order, each with its rule `text`."""
-    path = os.path.join(folder, lineage.NAME)
-    if not os.path.exists(path):
+    if not RunFolder(folder).lineage.exists():
         raise ValueError(f"{folder}: no {lineage.NAME} (is this a run folder?)")
     missing = None
     for rec in lineage.read(folder):
@@ -46,25 +45,22 @@ def records(folder: str) -> Iterator[dict]:
 
 def _texts_from_cache(folder: str) -> dict[str, str]:
     """key -> canonical text from the run's cache (for lineage files written before texts)."""
-    path = os.path.join(folder, "cache.sqlite")
+    from .cache import stored_results  # here: the cache module loads the kernels
+
+    run = RunFolder(folder)
+    shared = ""
     try:
-        with open(os.path.join(folder, "config.json"), encoding="utf-8") as fh:
-            path = json.load(fh).get("cache", {}).get("path") or path
-    except (OSError, ValueError):
+        with open(run.config, encoding="utf-8") as fh:
+            shared = json.load(fh).get("cache", {}).get("path") or ""
+    except (OSError, ValueError, AttributeError):
         pass
-    if not os.path.exists(path):
-        return {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        out = {}
-        for key, result in db.execute("SELECT key, result FROM evaluations"):
-            try:
-                out[key] = json.loads(result)["text"]
-            except (ValueError, KeyError, TypeError):
-                continue
-        return out
-    finally:
-        db.close()
+    out = {}
+    for result in stored_results(run.cache_path(shared)):
+        try:
+            out[result["key"]] = result["text"]
+        except (KeyError, TypeError):
+            continue
+    return out
 
 
 def build_graph(folder: str | None = None, recs: Iterable[dict] | None = None) -> nx.DiGraph:
@@ -156,7 +152,7 @@ def export_graphml(folder: str, path: str) -> tuple[int, int]:
 def best_individual(folder: str, recs: Iterable[dict] | None = None) -> int | None:
     """Id of the run's best rule: the report's, else the highest metric (smallest, earliest)."""
     try:
-        with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
+        with open(RunFolder(folder).report, encoding="utf-8") as fh:
             best = json.load(fh).get("best")
         if best is not None:
             return int(best["id"])

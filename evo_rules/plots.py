@@ -41,8 +41,8 @@ from matplotlib.figure import Figure
 from . import checkpoint
 from .families import Family, families, muller_shares, shorten
 from .lineage_graph import best_individual, records
+from .run_folder import RunFolder
 
-PLOTS = ("families.png", "ancestry.png", "pareto.png", "logbook.png", "muller.png")
 TOP_FAMILIES = 8
 
 
@@ -50,7 +50,7 @@ def _run_info(folder: str) -> tuple[str, str, list[dict], dict]:
     """(run title, metric name, logbook rows, report) from report.json, else from the checkpoint
     (report {})."""
     try:
-        with open(os.path.join(folder, "report.json"), encoding="utf-8") as fh:
+        with open(RunFolder(folder).report, encoding="utf-8") as fh:
             rep = json.load(fh)
         return (f"{rep['task']['name']} — {os.path.basename(os.path.abspath(folder))}",
                 rep["task"].get("metric", "metric"), rep.get("logbook", []), rep)
@@ -83,16 +83,15 @@ def baseline_marks(report: dict, metric: str) -> list[dict]:
 
 def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
              max_nodes: int = 24) -> list[str]:
-    """Write the four PNGs; returns their paths."""
-    out = out or os.path.join(folder, "plots")
-    os.makedirs(out, exist_ok=True)
+    """Write the five PNGs (to `out`, default DIR/plots); returns their paths."""
+    paths = [os.fspath(p) for p in RunFolder(folder).plot_paths(out)]
+    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
     recs = list(records(folder))
     if not recs:
         raise ValueError(f"{folder}: the lineage is empty (no generation finished)")
     title, metric, logbook, report = _run_info(folder)
     fams = families(folder, recs)
     marks = baseline_marks(report, metric)
-    paths = [os.path.join(out, name) for name in PLOTS]
     plot_families(fams, logbook, metric, title, paths[0], top)
     plot_ancestry(recs, best_individual(folder, recs), fams, metric, title, paths[1], max_nodes)
     plot_pareto(recs, metric, title, paths[2], winner=report.get("winner"), marks=marks)

@@ -6,6 +6,12 @@ run comes from it, so its state in a checkpoint fixes the rest of the run.
 
 One generation: variation -> canonical keys -> dedup within the generation -> (the caller's
 cache and backend) evaluation -> NSGA-II over (metric, size), or tournament with parsimony.
+NSGA-II sorts the candidates into non-dominated fronts once per generation; the new
+population keeps those ranks (no member is dominated by a rule outside it).
+
+The manager owns its state: `state()` is plain JSON data (RNG, id counter, population, hall of
+fame, Pareto front) and `restore(state)` gives back a manager that makes the same next
+generation.
 """
 
 from __future__ import annotations
@@ -60,12 +66,13 @@ class Individual:
 
 @dataclass(frozen=True)
 class Variation:
-    """Operators bound to a grammar: each takes rules and a numpy Generator, returns Rules."""
+    """Operators bound to a grammar (see `evo_rules.operators.VARIATION`), each drawn with its
+    weight (`probs`, normalised here; the draw order is the mapping's)."""
 
     random_rule: Callable[[np.random.Generator], Rule]
-    mutations: Mapping[str, Callable[[Rule, np.random.Generator], Rule]]
-    crossover: Callable[[Rule, Rule, np.random.Generator], tuple[Rule, Rule]]
-    probs: Mapping[str, float]  # operator name ("crossover" or a mutation) -> probability
+    # name -> (parents, fn): fn(rule, rng) -> Rule for one parent, fn(a, b, rng) -> (Rule, Rule) for two
+    operators: Mapping[str, tuple[int, Callable]]
+    probs: Mapping[str, float]  # operator name -> weight > 0
 
 
 @dataclass
@@ -95,7 +102,12 @@ class PopulationManager:
         self.front = tools.ParetoFront(similar=same_rule)
         self.next_id = 0
         self._rules: dict[str, Rule] = {}
-        names = list(variation.probs)
+        self._ranked = None  # (chosen, front ranks) of the last NSGA-II selection
+        names = [n for n, w in variation.probs.items() if w > 0]
+        missing = [n for n in names if n not in variation.operators]
+        if missing or not names:
+            raise ValueError(f"Variation: weights for unknown operator(s) {missing}" if missing
+                             else "Variation: every operator weight is 0")
         p = np.array([variation.probs[n] for n in names], dtype=float)
         self._op_names, self._op_p = names, p / p.sum()
 
@@ -159,14 +171,15 @@ class PopulationManager:
         while len(births) < n and attempts < 10 * n:
             attempts += 1
             op = self._op_names[int(self.rng.choice(len(self._op_names), p=self._op_p))]
-            if op == "crossover":
+            parents, fn = self.variation.operators[op]
+            if parents == 2:
                 a, b = self._parent(), self._parent()
-                kids = self.variation.crossover(self.rule_of(a), self.rule_of(b), self.rng)
+                kids = fn(self.rule_of(a), self.rule_of(b), self.rng)
                 # the second child is b's tree with a graft from a: its first parent is b
                 made = [(kids[0], (a.id, b.id)), (kids[1], (b.id, a.id))]
             else:
                 a = self._parent()
-                made = [(self.variation.mutations[op](self.rule_of(a), self.rng), (a.id,))]
+                made = [(fn(self.rule_of(a), self.rng), (a.id,))]
             for rule, parents in made:
                 if rule.key in seen:
                     dedup += 1
@@ -179,11 +192,9 @@ class PopulationManager:
 
     def select(self, candidates: list[Individual]) -> list[Individual]:
         if self.selection == "nsga2":
-            chosen = tools.selNSGA2(candidates, self.size)
-            for rank, front in enumerate(tools.sortNondominated(chosen, len(chosen))):
-                for ind in front:
-                    ind.rank = rank
-            return chosen
+            chosen, ranks = _select_nsga2(candidates, self.size)
+            self._ranked = (chosen, ranks)  # set_population(chosen) reuses this sort
+            return list(chosen)
         ranked = sorted(candidates, key=lambda c: (-self._score(c), c.size, c.id))
         keep = ranked[: self.elite]
         rest = ranked[self.elite:]
@@ -195,15 +206,96 @@ class PopulationManager:
 
     def set_population(self, individuals: list[Individual]) -> None:
         self.population = list(individuals)
-        # rank and crowding over the population itself, so a resumed run selects parents alike
-        for rank, front in enumerate(tools.sortNondominated(self.population, len(self.population))):
-            tools.emo.assignCrowdingDist(front)
-            for ind in front:
-                ind.rank = rank
+        if self.selection == "nsga2":  # parents are drawn by rank and crowding (tournament: score)
+            _rank_and_crowd(self.population, self._ranks_of(self.population))
+        self._ranked = None
         live = {ind.key for ind in self.population}
         self._rules = {k: r for k, r in self._rules.items() if k in live}
         self.hof.update([i for i in self.population if i.valid])
         self.front.update([i for i in self.population if i.valid])
+
+    def _ranks_of(self, population: list[Individual]) -> list[int]:
+        """Front ranks within `population`: those of the last `select` when it chose exactly this
+        list (a chosen set keeps its ranks: nothing outside it dominates a member), else sorted."""
+        if self._ranked is not None:
+            chosen, ranks = self._ranked
+            if len(chosen) == len(population) and all(a is b for a, b in zip(chosen, population)):
+                return ranks
+        return _front_ranks(population)
+
+    # ------------------------------------------------------------------ state
+
+    def statistics(self) -> dict:
+        """Best and median metric of the population's valid rules, median size of all."""
+        return generation_stats(self.population)
+
+    def state(self) -> dict:
+        """Everything that fixes the rest of the run, as plain JSON data (a checkpoint's part)."""
+        return {"rng": self.rng.bit_generator.state, "next_id": self.next_id,
+                "population": [i.to_dict() for i in self.population],
+                "hall_of_fame": [i.to_dict() for i in self.hof],
+                "front": [i.to_dict() for i in self.front]}
+
+    def restore(self, state: Mapping) -> None:
+        """Back to a `state()` of a manager with the same settings: the next generation is the
+        one that manager would have made."""
+        self.rng.bit_generator.state = state["rng"]
+        self.next_id = int(state["next_id"])
+        self.hof.clear()
+        self.front.clear()
+        # oldest first: DEAP puts a later insert before its fitness ties, so this restores the
+        # saved order exactly (which tie the hall of fame drops next depends on it)
+        self.hof.update([Individual.from_dict(d) for d in reversed(state["hall_of_fame"])])
+        self.front.update([Individual.from_dict(d) for d in reversed(state["front"])])
+        self._rules = {}
+        self._ranked = None
+        self.set_population([Individual.from_dict(d) for d in state["population"]])
+
+    def savepoint(self) -> dict:
+        """What a generation's variation changes before any individual is made: `rewind` to it
+        abandons that generation."""
+        return {"rng": self.rng.bit_generator.state, "next_id": self.next_id}
+
+    def rewind(self, point: Mapping) -> None:
+        self.rng.bit_generator.state = point["rng"]
+        self.next_id = point["next_id"]
+
+
+def _front_ranks(individuals: list[Individual]) -> list[int]:
+    """The non-dominated front (0 = Pareto front) of each individual, in list order."""
+    rank_of = {}
+    for rank, front in enumerate(tools.sortNondominated(individuals, len(individuals))):
+        for ind in front:
+            rank_of[id(ind)] = rank
+    return [rank_of[id(ind)] for ind in individuals]
+
+
+def _select_nsga2(candidates: list[Individual], k: int) -> tuple[list[Individual], list[int]]:
+    """DEAP's selNSGA2 (the same choice, in the same order) and the front rank of each chosen
+    individual, from one non-dominated sort."""
+    fronts = tools.sortNondominated(candidates, k)
+    chosen = [ind for front in fronts[:-1] for ind in front]
+    ranks = [r for r, front in enumerate(fronts[:-1]) for _ in front]
+    room = k - len(chosen)
+    if fronts and room > 0:
+        last = fronts[-1]
+        tools.emo.assignCrowdingDist(last)
+        kept = sorted(last, key=lambda i: i.fitness.crowding_dist, reverse=True)[:room]
+        chosen += kept
+        ranks += [len(fronts) - 1] * len(kept)
+    return chosen, ranks
+
+
+def _rank_and_crowd(population: list[Individual], ranks: list[int]) -> None:
+    """Set each individual's `rank` and its crowding distance within its front, the front taken
+    in population order: a function of the population list alone, so a restored population
+    draws parents as the one it was saved from."""
+    fronts: dict[int, list[Individual]] = {}
+    for ind, rank in zip(population, ranks):
+        ind.rank = rank
+        fronts.setdefault(rank, []).append(ind)
+    for front in fronts.values():
+        tools.emo.assignCrowdingDist(front)
 
 
 def _stats() -> tools.MultiStatistics:

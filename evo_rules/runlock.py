@@ -10,7 +10,9 @@ from __future__ import annotations
 import fcntl
 import os
 
-NAME = "run.lock"
+from .run_folder import LOCK, RunFolder
+
+NAME = LOCK  # the name, for callers that spell a folder's files (run_folder names them)
 
 
 class FolderLocked(ValueError):
@@ -19,7 +21,7 @@ class FolderLocked(ValueError):
 
 class RunLock:
     def __init__(self, folder: str):
-        self.path = os.path.join(folder, NAME)
+        self.path = os.fspath(RunFolder(folder).lock)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,9 +1,11 @@
 """A search run: the generation loop tying population, cache, backend, lineage and checkpoints.
 
 The task and the operators arrive as plain values (a picklable task factory, a `Variation`);
-this module imports neither `operators/` nor `fitness/`. A run holds its folder's lock for its
-life; it stops early, always at a completed generation with its checkpoint written, on a signal
-(see `stopping`) or when [run] max_seconds / max_evaluations are spent.
+this module imports neither `operators/` nor `fitness/`. The population manager owns its state
+(`state()` / `restore()`), the cache its schema (`mark()` / `rollback()`), `RunFolder` every
+path; the evaluator (cache + backend) is built once per `run` call. A run holds its folder's
+lock for its life; it stops early, always at a completed generation with its checkpoint
+written, on a signal (see `stopping`) or when [run] max_seconds / max_evaluations are spent.
 """
 
 from __future__ import annotations
@@ -23,18 +25,14 @@ from .cache import FitnessCache
 from .config import RunConfig, from_dict
 from .evaluate import evaluate_rule, task_from
 from .evaluator import Evaluator
-from .population import Birth, Individual, PopulationManager, Variation, generation_stats
+from .population import Birth, Individual, PopulationManager, Variation
 from .rule import parse
+from .run_folder import RunFolder
 from .runlock import RunLock
 from .stopping import Abandoned, Stop
 
 LOG_FIELDS = ("gen", "evals", "cache_hits", "dedup", "invalid", "best", "median", "median_size",
               "seconds")
-
-
-# what `overwrite` removes: the files a run writes (a shared cache elsewhere is left alone)
-RUN_FILES = (checkpoint.NAME, checkpoint.PREVIOUS, checkpoint.NAME + ".tmp", lineage.NAME,
-             "report.json", "config.json", "cache.sqlite", "cache.sqlite-wal", "cache.sqlite-shm")
 
 
 class RunFolderError(ValueError):
@@ -66,6 +64,7 @@ class Search:
         self.task = task.build()
         self.variation = variation
         self.out = os.path.abspath(out_dir)
+        self.folder = RunFolder(self.out)
         self.progress = progress
         self.seed_texts = list(seeds)
         self.interrupted = False
@@ -75,9 +74,8 @@ class Search:
         self.lock = lock or RunLock(self.out)  # before anything in the folder is read or written
         try:
             self._prepare_folder(out_dir, resume, overwrite)
-            cache_path = config.cache.path or os.path.join(self.out, "cache.sqlite")
-            self.cache = FitnessCache(cache_path, self.task.fingerprint, config.fit_settings,
-                                      rebuild=rebuild_cache)
+            self.cache = FitnessCache(self.folder.cache_path(config.cache.path), self.task.fingerprint,
+                                      config.fit_settings, rebuild=rebuild_cache)
         except BaseException:
             self.lock.release()
             raise
@@ -92,25 +90,22 @@ class Search:
         self.generation = -1  # last completed generation
         self.lineage: lineage.LineageWriter | None = None
         self.backend = None
+        self.evaluator: Evaluator | None = None  # built once per `run` call, with its backend
         self.lineage_bytes = 0
         self.lineage_digest = lineage.new_hash().hexdigest()
         self._lineage_resume = None  # (length, running hash) verified by load_state
         self._checkpointed = None  # generation of the last checkpoint written
 
     def _prepare_folder(self, out_dir: str, resume: bool, overwrite: bool) -> None:
-        holds_run = any(os.path.exists(os.path.join(self.out, n))
-                        for n in (checkpoint.NAME, checkpoint.PREVIOUS))
-        if resume or not holds_run:
+        if resume or not self.folder.holds_run():
             return
         if not overwrite:
             raise RunFolderError(
                 f"{self.out} already holds a run; resume it with `evo-rules resume {out_dir}` "
                 "(Python: resume=True) or choose another --out (Python: overwrite=True replaces it)")
-        for name in RUN_FILES:
-            if name.startswith("cache.sqlite") and self.config.cache.path:
-                continue
+        for path in self.folder.run_files(own_cache=self._own_cache()):
             try:
-                os.remove(os.path.join(self.out, name))
+                os.remove(path)
             except FileNotFoundError:
                 pass
 
@@ -119,11 +114,7 @@ class Search:
     def state(self) -> dict:
         return {
             "generation": self.generation,
-            "rng": self.manager.rng.bit_generator.state,
-            "next_id": self.manager.next_id,
-            "population": [i.to_dict() for i in self.manager.population],
-            "hall_of_fame": [i.to_dict() for i in self.manager.hof],
-            "front": [i.to_dict() for i in self.manager.front],
+            **self.manager.state(),  # rng, next_id, population, hall_of_fame, front
             "logbook": list(self.logbook),
             "config": self.config.to_dict(),
             "task": {"name": self.task.name, "fingerprint": self.task.fingerprint},
@@ -136,15 +127,15 @@ class Search:
         return not self.config.cache.path
 
     def _cache_rowid(self) -> int | None:
-        """The run's own cache's last row: rows past it were written after this checkpoint."""
+        """The run's own cache's mark: results stored after it came after this checkpoint."""
         if not self._own_cache():
             return None
-        return self.cache.last_row()
+        return self.cache.mark()
 
     def load_state(self, state: dict) -> None:
         want = self.config.to_dict()
         # resolved like the config: a key added since the checkpoint was written gets its default
-        saved = from_dict(state["config"], source=os.path.join(self.out, checkpoint.NAME)).to_dict()
+        saved = from_dict(state["config"], source=os.fspath(self.folder.checkpoint)).to_dict()
         for section in ("task", "grammar", "fit", "search"):
             have, now = saved.get(section) or {}, want.get(section) or {}
             if have != now:
@@ -160,14 +151,7 @@ class Search:
             raise RunFolderError(
                 f"{self.out}: the task data differ from the checkpoint's (fingerprint "
                 f"{state['task']['fingerprint']} vs {self.task.fingerprint})")
-        m = self.manager
-        m.rng.bit_generator.state = state["rng"]
-        m.next_id = state["next_id"]
-        # oldest first: DEAP puts a later insert before its fitness ties, so this restores the
-        # saved order exactly (which tie the hall of fame drops next depends on it)
-        m.hof.update([Individual.from_dict(d) for d in reversed(state["hall_of_fame"])])
-        m.front.update([Individual.from_dict(d) for d in reversed(state["front"])])
-        m.set_population([Individual.from_dict(d) for d in state["population"]])
+        self.manager.restore(state)
         for row in state["logbook"]:
             self.logbook.record(**row)
         self.generation = state["generation"]
@@ -182,13 +166,13 @@ class Search:
         if mark is not None and self._own_cache():
             # results stored after the checkpoint would turn the redone generation's evaluations
             # into cache hits: drop them, so the logbook equals the uninterrupted run's
-            self.cache.drop_after(mark)
+            self.cache.rollback(mark)
 
     # ------------------------------------------------------------------ evaluation
 
     def _births_to_individuals(self, births: list[Birth], gen: int, t0: float) -> tuple[list[Individual], dict]:
         with self.stop.abandonable():  # the first signal may cut the evaluation short
-            results, hits = Evaluator(self.cache, self.backend).evaluate([b.rule for b in births])
+            results, hits = self.evaluator.evaluate([b.rule for b in births])
         inds = [self.manager.make_individual(b, r, gen) for b, r in zip(births, results)]
         for ind in inds:
             self.lineage.record(ind)
@@ -197,7 +181,7 @@ class Search:
 
     def _finish_generation(self, gen: int, counts: dict, dedup: int) -> None:
         self.lineage_bytes, self.lineage_digest = self.lineage.flush()
-        stats = generation_stats(self.manager.population)
+        stats = self.manager.statistics()
         self.logbook.record(gen=gen, evals=counts["evals"], cache_hits=counts["cache_hits"],
                             dedup=dedup, invalid=counts["invalid"], best=stats["best"],
                             median=stats["median"], median_size=stats["median_size"],
@@ -237,6 +221,7 @@ class Search:
                                     self.config.fit_settings, workers=ev.n_workers, chunk=ev.chunk,
                                     retries=ev.retries, scheduler=ev.scheduler)
         self.stop.folder = self.out
+        self.evaluator = Evaluator(self.cache, self.backend)
         self.stop.on_abort = self.backend.kill  # a second signal: no worker outlives the run
         self.lineage = lineage.LineageWriter(self.out, resume=self._lineage_resume)
         if self.generation < 0:  # a checkpoint before any work: a run killed from here on resumes
@@ -255,7 +240,7 @@ class Search:
                     break
                 gen = self.generation + 1
                 t0 = time.perf_counter()  # the logbook's seconds: variation, evaluation, selection
-                rng_state = self.manager.rng.bit_generator.state
+                savepoint = self.manager.savepoint()
                 try:
                     if gen == 0:
                         births, dedup = self.manager.initial_births(self._seed_rules())
@@ -268,7 +253,7 @@ class Search:
                         self.manager.set_population(self.manager.select(self.manager.population + inds))
                 except Abandoned:
                     # back to the last completed generation (nothing of this one was recorded)
-                    self.manager.rng.bit_generator.state = rng_state
+                    self.manager.rewind(savepoint)
                     self.stop_reason, abandoned = self.stop.name, True
                     break
                 self._finish_generation(gen, counts, dedup)
