@@ -280,8 +280,12 @@ class RunConfig:
         return _check_across(dataclasses.replace(self, **{section: new}))
 
     @property
-    def fit_settings(self) -> dict:
-        return {"max_iter": self.fit.max_iter}
+    def fit_settings(self):
+        """Everything that changes a fit (`evo_rules.fit_settings.FitSettings`, the fitness
+        cache's key): the [fit] section and this process's fitter and kernel."""
+        from .fit_settings import FitSettings  # the fitter and kernels: not at config import
+
+        return FitSettings(max_iter=self.fit.max_iter)
 
 
 def _positive(where, key, value, allow_zero=False):

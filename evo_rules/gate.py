@@ -23,7 +23,8 @@ from typing import Mapping
 
 import numpy as np
 
-from .evaluate import evaluate_rule
+from .evaluate import fit_and_score, task_has, unit_scores
+from .fit_settings import FitSettings
 from .rule import parse
 
 SAME_OUTPUTS_RTOL = 1e-9
@@ -53,16 +54,6 @@ def paired_se(d: np.ndarray, clusters: np.ndarray | None = None) -> float:
     return float(math.sqrt(g / (g - 1) * np.sum(sums ** 2)) / n)
 
 
-def _units(task, text: str, weights) -> np.ndarray | None:
-    try:
-        rule = parse(text, check_constants=False)
-        w = np.asarray(weights, dtype=float)
-        u = np.asarray(task.score_units("valid", lambda X: rule.evaluate(X, w)), dtype=float)
-    except (ValueError, KeyError, FloatingPointError):
-        return None
-    return u if u.ndim == 1 and np.all(np.isfinite(u)) else None
-
-
 def within_one_se(rules: list[tuple[str, list[float], int, float]], task) -> list[bool]:
     """For rules ((text, fitted weights, size, validation metric), best first): is each within one
     paired standard error of the first (the best) on the validation units? All False but the
@@ -70,18 +61,16 @@ def within_one_se(rules: list[tuple[str, list[float], int, float]], task) -> lis
     if not rules:
         return []
     flags = [True] + [False] * (len(rules) - 1)
-    if not hasattr(task, "score_units"):
-        return flags
-    best = _units(task, rules[0][0], rules[0][1])
-    if best is None:
+    best = unit_scores(rules[0][0], rules[0][1], task, "valid")
+    if best is None:  # includes a task that cannot split its metric into units
         return flags
     clusters = None
-    if hasattr(task, "unit_clusters"):
+    if task_has(task, "unit_clusters"):
         clusters = np.asarray(task.unit_clusters("valid"))
         if clusters.shape != best.shape:
             clusters = None
     for k, (text, weights, _, _) in enumerate(rules[1:], start=1):
-        u = _units(task, text, weights)
+        u = unit_scores(text, weights, task, "valid")
         if u is not None and u.shape == best.shape:
             d = best - u
             flags[k] = bool(d.mean() <= paired_se(d, clusters))
@@ -122,27 +111,29 @@ def distinct_finalists(rules: list[tuple[str, list[float], int]], task, n: int) 
     return [k for k, _ in groups[:n]]
 
 
-def rerun_gate(texts: list[str], task, fit_settings: Mapping, linear_text: str | None,
+def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, linear_text: str | None,
                seeds: int, first_seed: int = 1000) -> list[dict]:
+    """Each of `texts` re-fitted (`evaluate.fit_and_score`, validation split) in `seeds` reruns
+    beside the linear rule; it passes when it beats the linear rule in every rerun (an invalid
+    rule scores INVALID_METRIC there, so it never passes)."""
     if seeds <= 0 or not texts:
         return []
     runs = []
     for i in range(seeds):
         seed = first_seed + i
-        if hasattr(task, "resample"):
+        if task_has(task, "resample"):
             runs.append((task.resample(seed), None, f"resampled splits, seed {seed}"))
         else:
             runs.append((task, seed, f"random initial weights, seed {seed}"))
-    linear = []
-    for t, init_seed, _ in runs:
-        if linear_text is None:
-            linear.append(float("-inf"))
-        else:
-            linear.append(evaluate_rule(linear_text, t, fit_settings, "valid", init_seed)["metric"])
+
+    def metric(text, t, init_seed) -> float:
+        return fit_and_score(text, t, fit_settings, "valid", init_seed).metric
+
+    linear = [float("-inf") if linear_text is None else metric(linear_text, t, init_seed)
+              for t, init_seed, _ in runs]
     out = []
     for text in texts:
-        metrics = [evaluate_rule(text, t, fit_settings, "valid", init_seed)["metric"]
-                   for t, init_seed, _ in runs]
+        metrics = [metric(text, t, init_seed) for t, init_seed, _ in runs]
         out.append({
             "text": text,
             "metrics": metrics,

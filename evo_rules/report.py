@@ -11,6 +11,10 @@ the logbook's `seconds` (kept out of `summary` so that the rest stays time-free)
 The winner is the first finalist that passes the rerun gate, the finalists taken in parsimony
 order (evo_rules.gate): the smallest rules whose validation metric is within one standard error
 of the best rule's first. `best` stays the rule with the best validation metric.
+
+Test and validation metrics come from `evaluate.StoredFits`: a rule the run's fitness cache holds
+(every rule the search evaluated, under the run's fit settings) is scored with its stored weights;
+only the others (a baseline the search never met, the pruned winner) are fitted again.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 
-from .evaluate import BLACKBOX
+from .evaluate import Evaluation, StoredFits, is_blackbox, task_has
 from .gate import distinct_finalists, parsimony_order, rerun_gate
 from .prune import prune
 
@@ -35,12 +39,12 @@ def _infix(text: str, weights) -> str:
         return text
 
 
-def _entry(ind, test: dict) -> dict:
+def _entry(ind, test: Evaluation) -> dict:
     return {
         "id": ind.id, "key": ind.key, "text": ind.text, "size": ind.size,
         "infix": _infix(ind.text, ind.weights),
         "weights": ind.weights, "valid_metrics": ind.metrics, "metric": ind.metric,
-        "test_metrics": test.get("metrics", {}), "test_valid": test.get("valid", False),
+        "test_metrics": dict(test.metrics), "test_valid": test.valid,
         "birth": ind.birth, "op": ind.op,
     }
 
@@ -49,15 +53,19 @@ def _order(inds):
     return sorted(inds, key=lambda i: (-i.metric, i.size, i.id))
 
 
-def build_report(search) -> dict:
-    task = search.task
-    tests: dict[str, dict] = {}
+def stored_fits(search) -> StoredFits:
+    """The run's evaluations, read from its fitness cache (keyed by the run's fit settings)."""
+    return StoredFits(search.task, search.config.fit_settings, search.cache.get_many)
 
-    def test_of(text):
-        r = tests.get(text)
-        if r is None:
-            r = tests[text] = search.test_evaluation(text)
-        return r
+
+def build_report(search, fits: StoredFits | None = None) -> dict:
+    """`fits`: where rules' evaluations come from (default: `stored_fits(search)`; a StoredFits
+    without a lookup fits every rule again)."""
+    task = search.task
+    fits = stored_fits(search) if fits is None else fits
+
+    def test_of(text) -> Evaluation:
+        return fits.evaluation(text, "test")
 
     hof = [i for i in _order(search.manager.hof) if i.valid]
     front = sorted((i for i in search.manager.front if i.valid), key=lambda i: (i.size, -i.metric, i.id))
@@ -82,7 +90,7 @@ def build_report(search) -> dict:
         "best": _entry(hof[0], test_of(hof[0].text)) if hof else None,
         "hall_of_fame": [_entry(i, test_of(i.text)) for i in hof],
         "pareto_front": [_entry(i, test_of(i.text)) for i in front],
-        "baselines": baselines(search, test_of),
+        "baselines": baselines(search, fits),
         "rerun_gate": gate_for(search, [i.text for i in gated]),
         "finalists": [i.id for i in gated],
         # rules within one standard error of the best validation metric (the winner's candidates first)
@@ -97,10 +105,10 @@ def build_report(search) -> dict:
         if not report["rerun_gate"] or i.text in passed:
             report["winner"] = _entry(i, test_of(i.text))
             break
-    if report["winner"] and getattr(task, "loss", None) != BLACKBOX:  # pruning re-fits on rows
+    if report["winner"] and not is_blackbox(task):  # pruning re-fits on rows
         report["winner"]["pruned"] = pruned_entry(search, report["winner"]["text"], test_of)
     report["summary"] = summary(report)
-    if hasattr(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
+    if task_has(task, "final_evaluation"):  # expensive tasks: the true metric on the test split
         report["final"] = final_for(search, report)
     return report
 
@@ -115,7 +123,7 @@ def pruned_entry(search, text: str, test_of) -> dict | None:
     return {"text": res["text"], "size": res["size"], "weights": res["weights"],
             "infix": _infix(res["text"], res["weights"]), "dropped": res["dropped"],
             "fit_loss": res["fit_loss"], "full_fit_loss": res["full_fit_loss"],
-            "test_metrics": test.get("metrics", {}), "test_valid": test.get("valid", False)}
+            "test_metrics": dict(test.metrics), "test_valid": test.valid}
 
 
 def _test_metric(entry: dict | None, metric: str) -> float | None:
@@ -182,46 +190,44 @@ def final_for(search, report: dict) -> dict:
     out = search.task.final_evaluation(rules, progress=search.progress)
     out["rules"] = rules
     out["search_seconds"] = round(sum(r.get("seconds") or 0.0 for r in search.logbook), 1)
-    out["precompute_seconds"] = getattr(search.task, "meta", {}).get("seconds")
+    out["precompute_seconds"] = search.task.meta.get("seconds") if task_has(search.task, "meta") else None
     return out
 
 
 def gate_for(search, texts: list[str]) -> list[dict]:
     task = search.task
-    linear = task.linear_rule_text() if hasattr(task, "linear_rule_text") else None
+    linear = task.linear_rule_text() if task_has(task, "linear_rule_text") else None
     return rerun_gate(texts, task, search.config.fit_settings, linear, search.config.rerun.seeds)
 
 
 def reference_texts(task) -> list[str]:
     """The task's hand-written reference rules (a list, or a mapping name -> text), if any."""
-    refs = task.reference_rules() if hasattr(task, "reference_rules") else []
+    refs = task.reference_rules() if task_has(task, "reference_rules") else []
     return list(refs.values()) if isinstance(refs, dict) else list(refs)
 
 
-def baselines(search, test_of) -> dict:
+def baselines(search, fits: StoredFits) -> dict:
     """Test metrics of the linear rule, the references and the oracle, and (for plots next to the
     search's validation metrics) their validation metrics and the rules' sizes."""
-    from .evaluate import evaluate_rule
-
     task = search.task
 
-    def valid_of(text):
-        return evaluate_rule(text, task, search.config.fit_settings, part="valid")["metrics"]
+    def valid_of(text) -> dict:
+        return dict(fits.evaluation(text, "valid").metrics)
 
     out = {}
-    if hasattr(task, "linear_rule_text"):
+    if task_has(task, "linear_rule_text"):
         text = task.linear_rule_text()
-        r = test_of(text)
-        out["linear"] = {"text": r["text"], "test_metrics": r["metrics"], "weights": r["weights"],
-                         "size": r["size"], "valid_metrics": valid_of(text)}
-    if hasattr(task, "reference_rules"):
+        r = fits.evaluation(text, "test")
+        out["linear"] = {"text": r.text, "test_metrics": dict(r.metrics), "weights": list(r.weights),
+                         "size": r.size, "valid_metrics": valid_of(text)}
+    if task_has(task, "reference_rules"):
         refs = []
         for text in reference_texts(task):
-            r = test_of(text)
-            refs.append({"text": r["text"], "test_metrics": r["metrics"], "size": r["size"],
+            r = fits.evaluation(text, "test")
+            refs.append({"text": r.text, "test_metrics": dict(r.metrics), "size": r.size,
                          "valid_metrics": valid_of(text)})
         out["reference"] = refs
-    if hasattr(task, "oracle"):
+    if task_has(task, "oracle"):
         out["oracle"] = {"test_metrics": {task.metric_name: float(task.oracle("test"))}}
         try:
             out["oracle"]["valid_metrics"] = {task.metric_name: float(task.oracle("valid"))}
