@@ -57,7 +57,14 @@ class _Builder:
             if id(n) in done:
                 continue
             if ready or not n.args:
-                done[id(n)] = self.make(n.op, tuple(done[id(a)] for a in n.args), n.value)
+                args = tuple(done[id(a)] for a in n.args)
+                key = (n.op, n.value, tuple(id(a) for a in args))
+                u = self.table.get(key)
+                if u is None:
+                    # n itself is the unique object when its children are: no copy of the rule
+                    same = all(a is b for a, b in zip(args, n.args))
+                    u = self.table[key] = n if same else Term(n.op, args, n.value)
+                done[id(n)] = u
             else:
                 stack.append((n, True))
                 stack.extend((a, False) for a in n.args)

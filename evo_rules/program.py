@@ -87,13 +87,17 @@ class _Builder:
         slot order of the former recursive compiler): gradient terms share subterms (a DAG)
         and can be deeper than any rule."""
         half: dict[int, int] = {}  # eml node -> slot of its exp part, emitted before the log part
+        plans: dict[int, tuple] = {}  # a node is met again once its operands are compiled
         stack = [t]
         while stack:
             n = stack[-1]
             if id(n) in self.by_id:
                 stack.pop()
                 continue
-            code, operands = _plan(n)
+            plan = plans.get(id(n))
+            if plan is None:
+                plan = plans[id(n)] = _plan(n)
+            code, operands = plan
             if code == K.SUB:  # eml: exp(u) is emitted before log(v)'s operand is compiled
                 (ce, u), (cl, v) = operands
                 if id(u) not in self.by_id:

@@ -1,8 +1,16 @@
-"""The rule artifact: canonical term, key, parameters, symbolic gradients, compiled program."""
+"""The rule artifact: canonical term, key, parameters, symbolic gradients, compiled program.
+
+Set-up is paid once per rule per process: the rules built most recently are kept by canonical
+text (a bounded LRU, `_RULES`), so `parse` of a text the process has seen (the engine re-reads
+the canonical texts its operators made) skips the canonical form, and a `Rule` of a known key
+takes its gradients and programs from the kept one instead of building them again.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from functools import cached_property
 from typing import Mapping, Sequence
 
@@ -13,7 +21,7 @@ from .kernels import run_program
 from .parse import check_folded, check_sums, read
 from .program import Program, compile_terms
 from .simplify import _fold_numbers, canonical
-from .terms import Term, features_in, size, weights_in
+from .terms import Term, summary
 
 
 def rule_key(canonical_text: str) -> str:
@@ -21,17 +29,56 @@ def rule_key(canonical_text: str) -> str:
     return hashlib.blake2b(canonical_text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+class _RuleCache:
+    """Canonical text -> the first `Rule` built with it, least recently used dropped first, at most
+    `max_rules` rules and `max_nodes` rule nodes (big rules have big gradient DAGs)."""
+
+    def __init__(self, max_rules: int = 1024, max_nodes: int = 100_000):
+        self.max_rules = max_rules
+        self.max_nodes = max_nodes
+        self.nodes = 0
+        self._items: OrderedDict[str, Rule] = OrderedDict()
+        self._lock = threading.Lock()  # thread backends (dask threads) build rules concurrently
+
+    def get(self, text: str) -> "Rule | None":
+        with self._lock:
+            rule = self._items.get(text)
+            if rule is not None:
+                self._items.move_to_end(text)
+            return rule
+
+    def add(self, rule: "Rule") -> None:
+        with self._lock:
+            if rule.text in self._items:
+                return
+            self._items[rule.text] = rule
+            self.nodes += rule.size
+            while len(self._items) > self.max_rules or (self.nodes > self.max_nodes and len(self._items) > 1):
+                _, old = self._items.popitem(last=False)
+                self.nodes -= old.size
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self.nodes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+_RULES = _RuleCache()
+
+
 class Rule:
-    """A canonical rule. Build with `parse(text)` or `Rule.from_term(term)`."""
+    """A canonical rule. Build with `parse(text)` or `Rule(term)` (any term: it is canonicalized)."""
 
     def __init__(self, term: Term):
         term = canonical(term)
         self.term = term
         self.text = term.text
         self.key = rule_key(self.text)
-        self.params = weights_in(term)
-        self.features = features_in(term)
-        self.size = size(term)
+        self.size, self.params, self.features = summary(term)
+        _RULES.add(self)
 
     @classmethod
     def from_term(cls, term: Term) -> "Rule":
@@ -77,20 +124,34 @@ class Rule:
 
         return to_callable(self, weights)
 
+    def _kept(self) -> "Rule | None":
+        """The rule of the same key that the cache keeps, when it is another object."""
+        kept = _RULES.get(self.text)
+        return kept if kept is not None and kept is not self else None
+
     @cached_property
     def gradients(self) -> dict[str, Term]:
         """d rule / d w for each weight, in `params` order. The terms share subterms (one object
         per distinct subterm): their DAG size grows linearly with the rule."""
-        return gradients(self.term)
+        kept = self._kept()
+        return kept.gradients if kept is not None else gradients(self.term)
 
     @cached_property
     def program(self) -> Program:
         """Forward and every gradient, merged: outputs[0] is the score, outputs[1+k] d/dw_k."""
+        kept = self._kept()
+        if kept is not None:
+            return kept.program
         return compile_terms(self.term, [self.gradients[p] for p in self.params], self.params,
                              self.features)
 
     @cached_property
     def forward_program(self) -> Program:
+        """The score alone. Its instructions are the first ones of `program` (the forward term
+        is compiled first there), so both give bit-identical scores."""
+        kept = self._kept()
+        if kept is not None:
+            return kept.forward_program
         return compile_terms(self.term, [], self.params, self.features)
 
     # ------------------------------------------------------------------ evaluation
@@ -98,6 +159,16 @@ class Rule:
     def feature_matrix(self, X, names: Sequence[str] | None = None) -> np.ndarray:
         """(n_features_of_rule, n_rows) C-contiguous float64 matrix from a mapping or 2-D array."""
         return feature_matrix(self.features, X, names)
+
+    def columns(self, names: Sequence[str]) -> np.ndarray:
+        """Positions of the rule's features (in `features` order) among `names`: built once per
+        data layout, `X[:, cols].T` (rows x names data) or `Xt[cols]` (names x rows) is the
+        matrix `scores` takes."""
+        index = {n: i for i, n in enumerate(names)}
+        missing = [f for f in self.features if f not in index]
+        if missing:
+            raise KeyError(f"feature {missing[0]!r} is not in the data (have: {', '.join(names)})")
+        return np.array([index[f] for f in self.features], dtype=np.intp)
 
     def _weights(self, weights) -> np.ndarray:
         if weights is None:
@@ -128,6 +199,18 @@ class Rule:
         out, _ = self.run(self.feature_matrix(X, names), self._weights(weights), False)
         return out[0]
 
+    def scores(self, F, weights=None) -> np.ndarray:
+        """Scores for a prebuilt feature matrix F: (len(features), n_rows), row i holding feature
+        `features[i]` (`feature_matrix`, or data indexed by `columns`). No copy when F is
+        C-contiguous float64, so a matrix built once serves every call."""
+        F = np.ascontiguousarray(F, dtype=np.float64)
+        if F.ndim != 2 or F.shape[0] != len(self.features):
+            raise ValueError(f"rule {self.text} reads {len(self.features)} feature(s) "
+                             f"({', '.join(self.features)}): F must be a 2-D array with one row "
+                             f"per feature, got shape {F.shape}")
+        out, _ = self.run(F, self._weights(weights), False)
+        return out[0]
+
     def jacobian(self, X, weights=None, names: Sequence[str] | None = None):
         """(scores, J) with J[r, k] = d score_r / d params[k]."""
         out, _ = self.run(self.feature_matrix(X, names), self._weights(weights), True)
@@ -135,6 +218,15 @@ class Rule:
 
 
 def feature_matrix(features: Sequence[str], X, names: Sequence[str] | None = None) -> np.ndarray:
+    if type(X) is dict and features:
+        # the common case in one NumPy call; anything unusual (a missing feature, ragged or
+        # non-1-D columns) takes the checked path below for its error or reshaping
+        try:
+            F = np.array([X[f] for f in features], dtype=np.float64)
+        except (KeyError, ValueError, TypeError):
+            F = None
+        if F is not None and F.ndim == 2:
+            return F
     if isinstance(X, Mapping):
         cols = []
         for f in features:
@@ -174,7 +266,9 @@ def parse(text: str, check_constants: bool = True) -> Rule:
     term, positions = read(text)
     if check_constants:
         check_sums(term, text, positions, _fold_numbers)
-    rule = Rule(term)
+    # a canonical text reads back as its canonical term, which is its own canonical form: a
+    # kept rule with this text is the rule (the text is still read: limits and syntax)
+    rule = _RULES.get(text) or Rule(term)
     if check_constants:
         check_folded(rule.term, text)
     return rule

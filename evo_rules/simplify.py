@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from fractions import Fraction
 
-from .terms import NARY, ONE, ZERO, Term, is_pure_weight, num, walk, weight
+from .terms import NARY, ONE, ZERO, Term, num, weight
 
 _MAX_PASSES = 8
 
@@ -64,27 +64,181 @@ def _apply(op: str, vals: list[float]) -> float | None:
     return r if math.isfinite(r) else None
 
 
-def _simplify_once(t: Term, fold_weights: bool) -> Term:
-    if t.is_leaf:
-        return t
-    op = t.op
-    # flatten nested add/add, mul/mul before folding numbers, so grouping cannot change rounding
-    raw = _flatten(t) if op in NARY else t.args
-    args = [_simplify_once(a, fold_weights) for a in raw]
-    if op in NARY:
-        out = _simplify_nary(op, args, fold_weights)
-    elif all(a.op == "num" for a in args):
-        v = _apply(op, [a.value for a in args])
-        out = num(v) if v is not None else Term(op, tuple(args))
-    elif op == "log" and args[0].op == "exp":
-        out = args[0].args[0]
-    elif op == "eml" and args[1] == ONE:
-        out = Term("exp", (args[0],))
-    else:
-        out = Term(op, tuple(args))
-    if fold_weights and out.op != "w" and is_pure_weight(out):
-        return weight()
-    return out
+_NO_FEATURES: frozenset = frozenset()
+
+
+class _Simplifier:
+    """One `simplify` call. Results and facts are memoised by object identity: a pass returns an
+    unchanged subterm as the same object, so the next pass (the fixpoint check) redoes only what
+    changed, and the facts a rewrite asks about a subterm (its features, whether it holds a
+    weight) are found once, not by a walk per question. Each memo keeps its keys' objects alive,
+    so an id is never reused while it is in there."""
+
+    def __init__(self, fold_weights: bool):
+        self.fold_weights = fold_weights
+        self.done: dict[int, tuple[Term, Term]] = {}
+        self.facts_of: dict[int, tuple[Term, tuple]] = {}
+
+    def facts(self, t: Term) -> tuple[frozenset, bool, bool]:
+        """(feature names, holds a weight, holds an anonymous weight) of t."""
+        hit = self.facts_of.get(id(t))
+        if hit is not None:
+            return hit[1]
+        op = t.op
+        if op == "x":
+            f = (frozenset((t.value,)), False, False)
+        elif op == "w":
+            f = (_NO_FEATURES, True, t.value == "")
+        elif op == "num":
+            f = (_NO_FEATURES, False, False)
+        else:
+            feats, has_w, anon = _NO_FEATURES, False, False
+            for a in t.args:
+                fa = self.facts(a)
+                if fa[0]:
+                    feats = fa[0] if not feats else feats | fa[0]
+                has_w = has_w or fa[1]
+                anon = anon or fa[2]
+            f = (feats, has_w, anon)
+        self.facts_of[id(t)] = (t, f)
+        return f
+
+    def has_feature(self, t: Term) -> bool:
+        return bool(self.facts(t)[0])
+
+    def is_pure_weight(self, t: Term) -> bool:
+        """Only weights and numbers, and at least one weight (terms.is_pure_weight)."""
+        feats, has_w, _ = self.facts(t)
+        return has_w and not feats
+
+    def once(self, t: Term) -> Term:
+        hit = self.done.get(id(t))
+        if hit is not None:
+            return hit[1]
+        out = self._once(t)
+        self.done[id(t)] = (t, out)
+        return out
+
+    def _once(self, t: Term) -> Term:
+        if t.is_leaf:
+            return t
+        op = t.op
+        # flatten nested add/add, mul/mul before folding numbers, so grouping cannot change rounding
+        raw = _flatten(t) if op in NARY else t.args
+        args = [self.once(a) for a in raw]
+        if op in NARY:
+            out = self.nary(op, args)
+        elif all(a.op == "num" for a in args):
+            v = _apply(op, [a.value for a in args])
+            out = num(v) if v is not None else _rebuilt(t, args)
+        elif op == "log" and args[0].op == "exp":
+            out = args[0].args[0]
+        elif op == "eml" and args[1] == ONE:
+            out = Term("exp", (args[0],))
+        else:
+            out = _rebuilt(t, args)
+        if self.fold_weights and out.op != "w" and self.is_pure_weight(out):
+            return weight()
+        if out is not t and out.op == op and _same_objects(out.args, t.args):
+            return t  # nothing changed: keep the object (the next pass finds it memoised)
+        return out
+
+    def nary(self, op: str, args: list[Term]) -> Term:
+        flat: list[Term] = []
+        for a in args:
+            flat.extend(a.args if a.op == op else (a,))
+        identity = 0.0 if op == "add" else 1.0
+        nums = [a.value for a in flat if a.op == "num"]
+        if op == "mul" and 0.0 in nums:
+            return ZERO
+        if self.fold_weights:
+            pure = [a for a in flat if a.op != "num" and self.is_pure_weight(a)]
+        else:
+            pure = []
+        pure_ids = {id(a) for a in pure}  # identity, not equality: linear in the number of children
+        rest = [a for a in flat if a.op != "num" and id(a) not in pure_ids]
+        rest = self.merge_like_terms(rest) if op == "add" else self.merge_exponentials(rest)
+        children = list(rest)
+        if pure:
+            # numbers and pure-weight parts merge into one weight (a bare weight keeps its name)
+            if len(pure) == 1 and pure[0].op == "w" and not nums:
+                children.append(pure[0])
+            else:
+                children.append(weight())
+        else:
+            c = _fold_numbers(op, nums) if nums else identity
+            if not math.isfinite(c):
+                children.extend(num(v) for v in nums)
+            elif c != identity:
+                # a lone number keeps its object (an unchanged term stays the same object)
+                lone = len(nums) == 1 and type(nums[0]) is float and nums[0] == c
+                children.append(next(a for a in flat if a.op == "num") if lone else num(c))
+        if not children:
+            return num(identity)
+        if len(children) == 1:
+            return children[0]
+        return Term(op, tuple(children))
+
+    def merge_like_terms(self, children: list[Term]) -> list[Term]:
+        """Sum children c1*m, c2*m, ... with constant factors c and one monomial m ->
+        (c1+c2+...)*m."""
+        if len(children) < 2:
+            return children
+        # cheap necessary condition first (this runs on every sum of every new rule): like terms
+        # read the same features, since their constant factors read none
+        feature_sets = [self.facts(a)[0] for a in children]
+        if len(set(feature_sets)) == len(feature_sets):
+            return children
+        shared = {fs for fs in feature_sets if feature_sets.count(fs) > 1}
+        groups: dict[str, list[tuple[Term, list[Term], tuple[Term, ...]]]] = {}
+        slots: list[str | Term] = []  # in first-seen order: a group's key, or a child left alone
+        for a, fs in zip(children, feature_sets):
+            if fs not in shared:
+                slots.append(a)
+                continue
+            factors = a.args if a.op == "mul" else (a,)
+            coef = [f for f in factors if not self.has_feature(f)]
+            mono = tuple(f for f in factors if self.has_feature(f))
+            if not mono or any(self.facts(f)[2] for f in mono):
+                slots.append(a)
+                continue
+            key = " ".join(sorted(_order_free_text(f) for f in mono))
+            if key not in groups:
+                groups[key] = []
+                slots.append(key)
+            groups[key].append((a, coef, mono))
+        if all(len(g) == 1 for g in groups.values()):
+            return children  # nothing to merge (the common case): keep the terms as they are
+        out: list[Term] = []
+        for s in slots:
+            members = groups[s] if isinstance(s, str) else None
+            if members is None:
+                out.append(s)
+            elif len(members) == 1:
+                out.append(members[0][0])
+            else:
+                total = Term("add", tuple(ONE if not c else c[0] if len(c) == 1 else Term("mul", tuple(c))
+                                          for _, c, _ in members))
+                out.append(Term("mul", (total, *members[0][2])))
+        return out
+
+    def merge_exponentials(self, children: list[Term]) -> list[Term]:
+        """Product children exp(u), exp(v), ... -> one exp(u + v + ...)."""
+        # constant factors such as exp(w) stay coefficients (see merge_like_terms)
+        exps = [a for a in children if a.op == "exp" and self.has_feature(a)]
+        if len(exps) < 2:
+            return children
+        ids = {id(e) for e in exps}
+        return [a for a in children if id(a) not in ids] + [Term("exp", (Term("add", tuple(e.args[0] for e in exps)),))]
+
+
+def _same_objects(a: tuple[Term, ...], b: tuple[Term, ...]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+def _rebuilt(t: Term, args: list[Term]) -> Term:
+    """t itself when its simplified children are its own, else a new node over them."""
+    return t if _same_objects(tuple(args), t.args) else Term(t.op, tuple(args))
 
 
 def _flatten(t: Term) -> list[Term]:
@@ -92,49 +246,6 @@ def _flatten(t: Term) -> list[Term]:
     for a in t.args:
         out.extend(_flatten(a) if a.op == t.op else (a,))
     return out
-
-
-def _simplify_nary(op: str, args: list[Term], fold_weights: bool) -> Term:
-    flat: list[Term] = []
-    for a in args:
-        flat.extend(a.args if a.op == op else (a,))
-    identity = 0.0 if op == "add" else 1.0
-    nums = [a.value for a in flat if a.op == "num"]
-    if op == "mul" and 0.0 in nums:
-        return ZERO
-    if fold_weights:
-        pure = [a for a in flat if a.op != "num" and is_pure_weight(a)]
-    else:
-        pure = []
-    pure_ids = {id(a) for a in pure}  # identity, not equality: linear in the number of children
-    rest = [a for a in flat if a.op != "num" and id(a) not in pure_ids]
-    rest = _merge_like_terms(rest) if op == "add" else _merge_exponentials(rest)
-    children = list(rest)
-    if pure:
-        # numbers and pure-weight parts merge into one weight (a bare weight keeps its name)
-        if len(pure) == 1 and pure[0].op == "w" and not nums:
-            children.append(pure[0])
-        else:
-            children.append(weight())
-    else:
-        c = _fold_numbers(op, nums) if nums else identity
-        if not math.isfinite(c):
-            children.extend(num(v) for v in nums)
-        elif c != identity:
-            children.append(num(c))
-    if not children:
-        return num(identity)
-    if len(children) == 1:
-        return children[0]
-    return Term(op, tuple(children))
-
-
-def _has_feature(t: Term) -> bool:
-    return any(n.op == "x" for n in walk(t))
-
-
-def _has_anonymous_weight(t: Term) -> bool:
-    return any(n.op == "w" and n.value == "" for n in walk(t))
 
 
 def _order_free_text(t: Term) -> str:
@@ -147,66 +258,14 @@ def _order_free_text(t: Term) -> str:
     return "(" + t.op + "".join(" " + p for p in parts) + ")"
 
 
-def _merge_like_terms(children: list[Term]) -> list[Term]:
-    """Sum children c1*m, c2*m, ... with constant factors c and one monomial m -> (c1+c2+...)*m."""
-    if len(children) < 2:
-        return children
-    # cheap necessary condition first (this runs on every sum of every new rule): like terms
-    # read the same features, since their constant factors read none
-    feature_sets = [frozenset(n.value for n in walk(a) if n.op == "x") for a in children]
-    if len(set(feature_sets)) == len(feature_sets):
-        return children
-    shared = {fs for fs in feature_sets if feature_sets.count(fs) > 1}
-    groups: dict[str, list[tuple[Term, list[Term], tuple[Term, ...]]]] = {}
-    slots: list[str | Term] = []  # in first-seen order: a group's key, or a child left alone
-    for a, fs in zip(children, feature_sets):
-        if fs not in shared:
-            slots.append(a)
-            continue
-        factors = a.args if a.op == "mul" else (a,)
-        coef = [f for f in factors if not _has_feature(f)]
-        mono = tuple(f for f in factors if _has_feature(f))
-        if not mono or any(_has_anonymous_weight(f) for f in mono):
-            slots.append(a)
-            continue
-        key = " ".join(sorted(_order_free_text(f) for f in mono))
-        if key not in groups:
-            groups[key] = []
-            slots.append(key)
-        groups[key].append((a, coef, mono))
-    if all(len(g) == 1 for g in groups.values()):
-        return children  # nothing to merge (the common case): keep the terms as they are
-    out: list[Term] = []
-    for s in slots:
-        members = groups[s] if isinstance(s, str) else None
-        if members is None:
-            out.append(s)
-        elif len(members) == 1:
-            out.append(members[0][0])
-        else:
-            total = Term("add", tuple(ONE if not c else c[0] if len(c) == 1 else Term("mul", tuple(c))
-                                      for _, c, _ in members))
-            out.append(Term("mul", (total, *members[0][2])))
-    return out
-
-
-def _merge_exponentials(children: list[Term]) -> list[Term]:
-    """Product children exp(u), exp(v), ... -> one exp(u + v + ...)."""
-    # constant factors such as exp(w) stay coefficients (see _merge_like_terms)
-    exps = [a for a in children if a.op == "exp" and _has_feature(a)]
-    if len(exps) < 2:
-        return children
-    ids = {id(e) for e in exps}
-    return [a for a in children if id(a) not in ids] + [Term("exp", (Term("add", tuple(e.args[0] for e in exps)),))]
-
-
 def simplify(t: Term, fold_weights: bool = True) -> Term:
     """Simplify to a fixpoint."""
+    s = _Simplifier(fold_weights)
     for _ in range(_MAX_PASSES):
-        s = _simplify_once(t, fold_weights)
-        if s == t:
-            return s
-        t = s
+        n = s.once(t)
+        if n is t or n == t:
+            return n
+        t = n
     return t
 
 
@@ -222,16 +281,30 @@ def shape_text(t: Term) -> str:
     return "(" + t.op + "".join(" " + shape_text(a) for a in t.args) + ")"
 
 
+def _sorted(t: Term, named: bool) -> tuple[Term, str, str, bool]:
+    """(t with the children of every add/mul sorted, its shape text, its text (named only, else
+    ""), whether some add/mul of t has two children of one shape). Sort keys are built bottom-up
+    once: shape (weights as plain `w`), then, when `named`, the text with the weights' names.
+    Subterms that are already in order are kept as the same objects."""
+    op = t.op
+    if op == "w":
+        return t, "w", ("w" + str(t.value) if named else ""), False
+    if op in ("x", "num"):
+        text = t.text
+        return t, text, text, False
+    parts = [_sorted(a, named) for a in t.args]
+    tied = any(p[3] for p in parts)
+    if op in NARY:
+        parts.sort(key=(lambda p: (p[1], p[2])) if named else (lambda p: p[1]))
+        tied = tied or any(parts[i][1] == parts[i + 1][1] for i in range(len(parts) - 1))
+    shape = "(" + op + "".join(" " + p[1] for p in parts) + ")"
+    text = "(" + op + "".join(" " + p[2] for p in parts) + ")" if named else ""
+    return _rebuilt(t, [p[0] for p in parts]), shape, text, tied
+
+
 def _sort_commutative(t: Term, named: bool) -> Term:
-    if t.is_leaf:
-        return t
-    args = [_sort_commutative(a, named) for a in t.args]
-    if t.op in NARY:
-        if named:
-            args.sort(key=lambda a: (shape_text(a), a.text))
-        else:
-            args.sort(key=shape_text)
-    return Term(t.op, tuple(args))
+    """Children of add/mul sorted by shape text, ties (when `named`) by text."""
+    return _sorted(t, named)[0]
 
 
 def _renumber(t: Term) -> Term:
@@ -246,21 +319,32 @@ def _renumber(t: Term) -> Term:
                 return weight(name)
             if n.value not in mapping:
                 mapping[n.value] = str(len(mapping))
-            return weight(mapping[n.value])
+            name = mapping[n.value]
+            return n if name == n.value else weight(name)
         if n.is_leaf:
             return n
-        return Term(n.op, tuple(rec(a) for a in n.args))
+        return _rebuilt(n, [rec(a) for a in n.args])
 
     return rec(t)
 
 
 def canonical(t: Term) -> Term:
+    """Simplified, commutative children sorted, weights renumbered w0..wk in pre-order.
+
+    The first sort uses shapes only (weights as plain `w`), so the order, and the names the
+    renumbering then gives, do not depend on the names the weights came in with: sorting by the
+    incoming names instead gives two canonical forms to rules that differ only in weight names
+    (tests/test_canonical.py shows one). Children of one shape are then ordered by their texts
+    under the new names, repeated to a fixpoint. When no add/mul has two children of one shape,
+    that tie-break cannot move anything, and the form is done after the first pass."""
     t = simplify(t, fold_weights=True)
-    t = _renumber(_sort_commutative(t, named=False))
-    # ties in the shape order are broken by the (renumbered) names; repeat to a fixpoint
+    t, _, _, tied = _sorted(t, named=False)
+    t = _renumber(t)
+    if not tied:
+        return t
     for _ in range(_MAX_PASSES):
-        s = _renumber(_sort_commutative(t, named=True))
-        if s == t:
+        s = _renumber(_sorted(t, named=True)[0])
+        if s is t or s == t:
             break
         t = s
     return t

@@ -27,6 +27,8 @@ WIDE = ("sin", "cos", "sqrt", "abs", "sign", "div", "pow")
 OPERATORS = DEFAULT_OPERATORS + WIDE
 LEAVES = ("num", "w", "x")
 ARITY = {**{o: 1 for o in UNARY}, **{o: 2 for o in BINARY}}
+_KNOWN_OPS = frozenset(OPERATORS + LEAVES)  # the constructor's check: one hash lookup
+_LEAF_OPS = frozenset(LEAVES)
 
 # Largest rule the parser accepts (README "Limits and errors"). The recursive passes over a
 # rule (simplify, canonical form, printing, infix) use at most ~4 Python frames per level, so
@@ -44,12 +46,12 @@ class Term:
     value: float | str | None = None
 
     def __post_init__(self):
-        if self.op not in OPERATORS and self.op not in LEAVES:
+        if not isinstance(self.op, str) or self.op not in _KNOWN_OPS:
             raise ValueError(f"unknown term operator {self.op!r}")
 
     @property
     def is_leaf(self) -> bool:
-        return self.op in LEAVES
+        return self.op in _LEAF_OPS
 
     @property
     def text(self) -> str:
@@ -174,6 +176,25 @@ def weights_in(t: Term) -> tuple[str, ...]:
 
 def features_in(t: Term) -> tuple[str, ...]:
     return tuple(sorted({str(n.value) for n in walk_unique(t) if n.op == "x"}))
+
+
+def summary(t: Term) -> tuple[int, tuple[str, ...], tuple[str, ...]]:
+    """(size, weights_in(t), features_in(t)) in one walk of the tree."""
+    count = 0
+    weights: dict[str, None] = {}
+    features: set[str] = set()
+    stack = [t]
+    while stack:
+        n = stack.pop()
+        count += 1
+        op = n.op
+        if op == "w":
+            weights.setdefault("w" + str(n.value), None)
+        elif op == "x":
+            features.add(str(n.value))
+        elif n.args:
+            stack.extend(reversed(n.args))
+    return count, tuple(weights), tuple(sorted(features))
 
 
 def has_weight(t: Term) -> bool:

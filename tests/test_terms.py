@@ -181,3 +181,10 @@ def test_rule_attributes():
     assert set(r.gradients) == set(r.params)
     assert all(isinstance(g.text, str) for g in r.gradients.values())
     assert isinstance(evo_rules.parse("x.a").key, str)
+
+
+@given(terms())
+def test_summary_is_size_weights_and_features_in_one_walk(t):
+    from evo_rules.terms import features_in, size, summary, weights_in
+
+    assert summary(t) == (size(t), weights_in(t), features_in(t))
