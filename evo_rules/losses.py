@@ -2,6 +2,9 @@
 
 Every loss maps scores s (n,) to a scalar; `grad(s)` is dL/ds (n,); `curvature(s, Jt)` returns
 the Gauss-Newton matrix Jt D Jt^T (k, k) for Jt = (k, n) per-weight score derivatives.
+`value_state(s)` returns the value and what `grad_curvature(s, Jt, state)` can reuse of it at the
+same s (the listwise loss: the exponentials and their group sums), so an accepted step's softmax
+is not computed again.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class _Loss:
-    def grad_curvature(self, s, Jt):
+    def value_state(self, s):
+        return self.value(s), None
+
+    def grad_curvature(self, s, Jt, state=None):
         return self.grad(s), self.curvature(s, Jt)
 
 
@@ -69,8 +75,10 @@ class Listwise(_Loss):
     """Softmax cross-entropy over each group's candidates against the labelled one(s).
 
     Groups must be contiguous runs of equal ids. Groups with no labelled row are ignored.
-    The per-group work runs in one numba pass (`_listwise_*`): the loss and its curvature
-    were half of a fit's time as NumPy reductions.
+    Per value: one numba pass for the group maxima, NumPy's vectorized exp, one numba pass for
+    the group sums and the loss (the scalar exp of a numba loop was most of a fit's time). The
+    softmax, gradient and per-group sums come from the stored exponentials in one numba pass;
+    the curvature's two sums are then matrix products (BLAS).
     """
 
     def __init__(self, y: np.ndarray, groups: np.ndarray):
@@ -81,7 +89,8 @@ class Listwise(_Loss):
             raise ValueError("listwise labels must be >= 0")
         change = np.r_[True, groups[1:] != groups[:-1]] if len(y) else np.zeros(0, bool)
         starts = np.flatnonzero(change)
-        if len(np.unique(groups)) != len(starts):
+        # contiguous exactly when no id starts two runs (the runs' ids: G values, not n rows)
+        if len(np.unique(groups[starts])) != len(starts):
             raise ValueError("listwise loss needs each group's rows to be contiguous")
         row_group = np.cumsum(change) - 1
         mass = np.add.reduceat(y, starts) if len(y) else np.zeros(0)
@@ -92,7 +101,17 @@ class Listwise(_Loss):
         self.G = max(int(has_target.sum()), 1)
 
     def value(self, s):
-        return _listwise_value(s, self.q, self.bounds, self.active) / self.G
+        return self.value_state(s)[0]
+
+    def value_state(self, s):
+        """(value, (e, acc)): e = exp(s - its group's max) per row and acc its sum per group,
+        which `grad_curvature` at this very s turns into the softmax without an exp."""
+        z = np.empty(s.shape[0])
+        _shift_by_group_max(s, self.bounds, z)
+        e = np.exp(z)  # NumPy's vectorized exp: the only transcendental work per row
+        acc = np.empty(self.bounds.shape[0] - 1)
+        total = _listwise_value(z, e, self.q, self.bounds, self.active, acc)
+        return total / self.G, (e, acc)
 
     def grad(self, s):
         return self.grad_curvature(s, np.zeros((0, s.shape[0])))[0]  # no weights: gradient only
@@ -100,65 +119,78 @@ class Listwise(_Loss):
     def curvature(self, s, Jt):
         return self.grad_curvature(s, Jt)[1]
 
-    def grad_curvature(self, s, Jt):
-        g, H = _listwise_grad_curvature(s, self.q, np.ascontiguousarray(Jt), self.bounds, self.active)
-        return g / self.G, H / self.G
+    def grad_curvature(self, s, Jt, state=None):
+        """dL/ds and sum over groups of Jt (diag p - p p^T) Jt^T. state: `value_state(s)[1]`
+        at this very s, or None (then computed here)."""
+        e, acc = self.value_state(s)[1] if state is None else state
+        Jt = np.ascontiguousarray(Jt, dtype=np.float64)
+        n, k = s.shape[0], Jt.shape[0]
+        grad = np.empty(n)
+        p = np.empty(n)
+        pj = np.empty((self.bounds.shape[0] - 1, k))
+        _listwise_softmax(e, acc, self.q, Jt, self.bounds, self.active, grad, p, pj)
+        # the two sums as matrix products: Jt diag(p) Jt^T, and per group (p J)(p J)^T
+        H = (Jt * p) @ Jt.T - pj.T @ pj
+        H = 0.5 * (H + H.T)  # exactly symmetric
+        return grad / self.G, H / self.G
 
 
 @njit(cache=True, nogil=True)
-def _group_lse(s, a, b):
-    m = -np.inf
-    for r in range(a, b):
-        if s[r] > m:
-            m = s[r]
-    acc = 0.0
-    for r in range(a, b):
-        acc += np.exp(s[r] - m)
-    return m + np.log(acc)
+def _shift_by_group_max(s, bounds, z):
+    """z = s - the maximum of s over the row's group (so exp(z) <= 1: no overflow)."""
+    for g in range(bounds.shape[0] - 1):
+        a, b = bounds[g], bounds[g + 1]
+        m = -np.inf
+        for r in range(a, b):
+            if s[r] > m:
+                m = s[r]
+        for r in range(a, b):
+            z[r] = s[r] - m
 
 
 @njit(cache=True, nogil=True)
-def _listwise_value(s, q, bounds, active):
+def _listwise_value(z, e, q, bounds, active, acc_out):
+    """The summed loss -sum q (z - log sum e) over labelled groups; each group's sum of e is
+    written to acc_out."""
     total = 0.0
     for g in range(bounds.shape[0] - 1):
+        a, b = bounds[g], bounds[g + 1]
+        acc = 0.0
+        for r in range(a, b):
+            acc += e[r]
+        acc_out[g] = acc
         if not active[g]:
             continue
-        a, b = bounds[g], bounds[g + 1]
-        lse = _group_lse(s, a, b)
+        lse = np.log(acc)
         for r in range(a, b):
             if q[r] != 0.0:
-                total -= q[r] * (s[r] - lse)
+                total -= q[r] * (z[r] - lse)
     return total
 
 
 @njit(cache=True, nogil=True)
-def _listwise_grad_curvature(s, q, Jt, bounds, active):
-    """dL/ds, and the sum over groups of J^T (diag p - p p^T) J with J = Jt.T, in one pass."""
+def _listwise_softmax(e, acc, q, Jt, bounds, active, grad, p, pj):
+    """Per row the softmax p of its group and dL/ds = p - q; per group pj[g] = sum p J. Rows of
+    groups without a label: p = 0, gradient 0 (they are not part of the loss)."""
     k = Jt.shape[0]
-    grad = np.zeros(s.shape[0])
-    H = np.zeros((k, k))
-    pj = np.zeros(k)
     for g in range(bounds.shape[0] - 1):
-        if not active[g]:
-            continue
         a, b = bounds[g], bounds[g + 1]
-        lse = _group_lse(s, a, b)
-        pj[:] = 0.0
-        for r in range(a, b):
-            p = np.exp(s[r] - lse)
-            grad[r] = p - q[r]
+        if not active[g]:
+            for r in range(a, b):
+                p[r] = 0.0
+                grad[r] = 0.0
             for i in range(k):
-                pji = p * Jt[i, r]
-                pj[i] += pji
-                for j in range(i + 1):
-                    H[i, j] += pji * Jt[j, r]
+                pj[g, i] = 0.0
+            continue
+        inv = 1.0 / acc[g]
+        for r in range(a, b):
+            p[r] = e[r] * inv
+            grad[r] = p[r] - q[r]
         for i in range(k):
-            for j in range(i + 1):
-                H[i, j] -= pj[i] * pj[j]
-    for i in range(k):
-        for j in range(i):
-            H[j, i] = H[i, j]
-    return grad, H
+            t = 0.0
+            for r in range(a, b):
+                t += p[r] * Jt[i, r]
+            pj[g, i] = t
 
 
 def make_loss(name: str, y: np.ndarray, groups: np.ndarray | None):
