@@ -360,17 +360,22 @@ def _make_interp(tag, lanes, f_exp, f_log, f_log1p):
                 op = code[i]
                 a = arg_a[i]
                 if op == FEAT:
+                    # 1-D views indexed from 0: LLVM then vectorizes the copy (with X[a, start + r]
+                    # it cannot prove the index non-negative and keeps numba's wraparound per row)
+                    src = X[a, start:]
+                    dst = buf[i]
                     for r in range(m):
-                        buf[i, r] = X[a, start + r]
+                        dst[r] = src[r]
                     for r in range(m, mp):
-                        buf[i, r] = 1.0
+                        dst[r] = 1.0
                 else:
                     step(buf, i, op, a, arg_b[i], mp)
             for k in range(outs.shape[0]):
-                s = outs[k]
+                got = buf[outs[k]]
+                put = result[k, start:]  # a view, as for the features above
                 for r in range(m):
-                    v = buf[s, r]
-                    result[k, start + r] = v
+                    v = got[r]
+                    put[r] = v
                     bad |= (v - v) != 0.0  # NaN exactly when v is NaN or +-inf
         return not bad
 
