@@ -9,6 +9,8 @@ is not computed again.
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from numba import njit
 
@@ -78,7 +80,7 @@ class Listwise(_Loss):
     Per value: one numba pass for the group maxima, NumPy's vectorized exp, one numba pass for
     the group sums and the loss (the scalar exp of a numba loop was most of a fit's time). The
     softmax, gradient and per-group sums come from the stored exponentials in one numba pass;
-    the curvature's two sums are then matrix products (BLAS).
+    the curvature's two sums then each take one pass per pair of weights (`_gram`).
     """
 
     def __init__(self, y: np.ndarray, groups: np.ndarray):
@@ -99,6 +101,10 @@ class Listwise(_Loss):
         self.bounds = np.r_[starts, len(y)].astype(np.int64)
         self.active = has_target.astype(np.bool_)
         self.G = max(int(has_target.sum()), 1)
+        # the loss reads only labelled rows: -sum q (z - log-sum-exp of the row's group)
+        self.label_rows = np.flatnonzero(self.q != 0.0)
+        self.label_group = row_group[self.label_rows]
+        self.label_q = self.q[self.label_rows]
 
     def value(self, s):
         return self.value_state(s)[0]
@@ -108,9 +114,11 @@ class Listwise(_Loss):
         which `grad_curvature` at this very s turns into the softmax without an exp."""
         z = np.empty(s.shape[0])
         _shift_by_group_max(s, self.bounds, z)
-        e = np.exp(z)  # NumPy's vectorized exp: the only transcendental work per row
+        e = np.exp(z)  # NumPy's vectorized exp and log: the only transcendental work
         acc = np.empty(self.bounds.shape[0] - 1)
-        total = _listwise_value(z, e, self.q, self.bounds, self.active, acc)
+        _group_sums(e, self.bounds, acc)
+        lse = np.log(acc)
+        total = -float(self.label_q @ (z[self.label_rows] - lse[self.label_group]))
         return total / self.G, (e, acc)
 
     def grad(self, s):
@@ -126,13 +134,15 @@ class Listwise(_Loss):
         Jt = np.ascontiguousarray(Jt, dtype=np.float64)
         n, k = s.shape[0], Jt.shape[0]
         grad = np.empty(n)
-        p = np.empty(n)
-        pj = np.empty((self.bounds.shape[0] - 1, k))
-        _listwise_softmax(e, acc, self.q, Jt, self.bounds, self.active, grad, p, pj)
-        # the two sums as matrix products: Jt diag(p) Jt^T, and per group (p J)(p J)^T
-        H = (Jt * p) @ Jt.T - pj.T @ pj
-        H = 0.5 * (H + H.T)  # exactly symmetric
-        return grad / self.G, H / self.G
+        A = np.empty((k, n))
+        pj = np.empty((k, self.bounds.shape[0] - 1))
+        _listwise_softmax(e, acc, self.q, Jt, self.bounds, self.active, grad, A, pj)
+        # Jt diag(p) Jt^T minus, over groups, (sum p J)(sum p J)^T
+        H = np.empty((k, k))
+        _gram(A, Jt, H)
+        H2 = np.empty((k, k))
+        _gram(pj, pj, H2)
+        return grad / self.G, (H - H2) / self.G
 
 
 @njit(cache=True, nogil=True)
@@ -149,52 +159,58 @@ def _shift_by_group_max(s, bounds, z):
 
 
 @njit(cache=True, nogil=True)
-def _listwise_value(z, e, q, bounds, active, acc_out):
-    """The summed loss -sum q (z - log sum e) over labelled groups; each group's sum of e is
-    written to acc_out."""
-    total = 0.0
+def _group_sums(e, bounds, acc):
     for g in range(bounds.shape[0] - 1):
-        a, b = bounds[g], bounds[g + 1]
-        acc = 0.0
-        for r in range(a, b):
-            acc += e[r]
-        acc_out[g] = acc
-        if not active[g]:
-            continue
-        lse = np.log(acc)
-        for r in range(a, b):
-            if q[r] != 0.0:
-                total -= q[r] * (z[r] - lse)
-    return total
+        t = 0.0
+        for r in range(bounds[g], bounds[g + 1]):
+            t += e[r]
+        acc[g] = t
 
 
 @njit(cache=True, nogil=True)
-def _listwise_softmax(e, acc, q, Jt, bounds, active, grad, p, pj):
-    """Per row the softmax p of its group and dL/ds = p - q; per group pj[g] = sum p J. Rows of
-    groups without a label: p = 0, gradient 0 (they are not part of the loss)."""
+def _listwise_softmax(e, acc, q, Jt, bounds, active, grad, A, pj):
+    """One pass over the rows: the softmax p of the row's group, dL/ds = p - q, A = p * Jt (per
+    column) and per group pj[:, g] = sum p J. Groups without a label count p = 0 (gradient 0:
+    they are not part of the loss)."""
     k = Jt.shape[0]
     for g in range(bounds.shape[0] - 1):
-        a, b = bounds[g], bounds[g + 1]
-        if not active[g]:
-            for r in range(a, b):
-                p[r] = 0.0
-                grad[r] = 0.0
-            for i in range(k):
-                pj[g, i] = 0.0
-            continue
-        inv = 1.0 / acc[g]
-        for r in range(a, b):
-            p[r] = e[r] * inv
-            grad[r] = p[r] - q[r]
+        inv = 1.0 / acc[g] if active[g] else 0.0
         for i in range(k):
-            t = 0.0
-            for r in range(a, b):
-                t += p[r] * Jt[i, r]
-            pj[g, i] = t
+            pj[i, g] = 0.0
+        for r in range(bounds[g], bounds[g + 1]):
+            p = e[r] * inv
+            grad[r] = p - q[r]
+            for i in range(k):
+                v = p * Jt[i, r]
+                A[i, r] = v
+                pj[i, g] += v
+
+
+@njit(cache=True, nogil=True)
+def _gram(A, B, out):
+    """out[i, j] = sum over r of A[i, r] B[j, r] for j <= i, mirrored (A B^T when it is
+    symmetric). Four partial sums per entry: independent chains, not one add waiting on the
+    last (a BLAS call on k x n by n x k with small k was slower)."""
+    k, n = A.shape
+    m = n - n % 4
+    for i in range(k):
+        for j in range(i + 1):
+            s0 = s1 = s2 = s3 = 0.0
+            for r in range(0, m, 4):
+                s0 += A[i, r] * B[j, r]
+                s1 += A[i, r + 1] * B[j, r + 1]
+                s2 += A[i, r + 2] * B[j, r + 2]
+                s3 += A[i, r + 3] * B[j, r + 3]
+            for r in range(m, n):
+                s0 += A[i, r] * B[j, r]
+            out[i, j] = (s0 + s1) + (s2 + s3)
+            out[j, i] = out[i, j]
 
 
 def make_loss(name: str, y: np.ndarray, groups: np.ndarray | None):
-    y = np.asarray(y, dtype=np.float64).reshape(-1)
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 1:  # a 1-D float64 array stays the object passed in (see _listwise_for)
+        y = y.reshape(-1)
     if name == "squared":
         return Squared(y)
     if name == "logistic":
@@ -202,5 +218,30 @@ def make_loss(name: str, y: np.ndarray, groups: np.ndarray | None):
     if name == "listwise":
         if groups is None:
             raise ValueError("the listwise loss needs `groups`")
-        return Listwise(y, groups)
+        return _listwise_for(y, np.asarray(groups))
     raise ValueError(f"unknown loss {name!r} (known: {', '.join(LOSSES)})")
+
+
+# The search fits every rule on one train batch: its listwise set-up (group bounds, targets)
+# is made once and reused while the arrays passed in are the same objects with the same contents.
+_LISTWISE_KEPT: dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Listwise]] = {}
+_LISTWISE_MAX = 8
+_LISTWISE_LOCK = threading.Lock()
+
+
+def _listwise_for(y: np.ndarray, groups: np.ndarray) -> Listwise:
+    key = (id(y), id(groups))
+    with _LISTWISE_LOCK:
+        kept = _LISTWISE_KEPT.get(key)
+    if kept is not None:
+        y_obj, g_obj, y_copy, g_copy, loss = kept
+        # the objects are held, so their ids are theirs; equal contents: not changed in place
+        if (y_obj is y and g_obj is groups and np.array_equal(y, y_copy)
+                and np.array_equal(groups, g_copy)):
+            return loss
+    loss = Listwise(y, groups)
+    with _LISTWISE_LOCK:
+        if len(_LISTWISE_KEPT) >= _LISTWISE_MAX:
+            _LISTWISE_KEPT.pop(next(iter(_LISTWISE_KEPT)))
+        _LISTWISE_KEPT[key] = (y, groups, y.copy(), groups.copy(), loss)
+    return loss
