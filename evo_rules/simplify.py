@@ -157,14 +157,15 @@ class _Simplifier:
             pure = []
         pure_ids = {id(a) for a in pure}  # identity, not equality: linear in the number of children
         rest = [a for a in flat if a.op != "num" and id(a) not in pure_ids]
-        rest = self.merge_like_terms(rest) if op == "add" else self.merge_exponentials(rest)
-        children = list(rest)
+        merged = self.merge_like_terms(rest) if op == "add" else self.merge_exponentials(rest)
+        children = list(merged)
+        extra = None  # the one child that numbers and pure-weight parts become, if any
         if pure:
             # numbers and pure-weight parts merge into one weight (a bare weight keeps its name)
             if len(pure) == 1 and pure[0].op == "w" and not nums:
-                children.append(pure[0])
+                extra = pure[0]
             else:
-                children.append(weight())
+                extra = weight()
         else:
             c = _fold_numbers(op, nums) if nums else identity
             if not math.isfinite(c):
@@ -172,7 +173,15 @@ class _Simplifier:
             elif c != identity:
                 # a lone number keeps its object (an unchanged term stays the same object)
                 lone = len(nums) == 1 and type(nums[0]) is float and nums[0] == c
-                children.append(next(a for a in flat if a.op == "num") if lone else num(c))
+                extra = next(a for a in flat if a.op == "num") if lone else num(c)
+        if extra is not None:
+            # where the first number or pure part stood, when nothing merged (so a term already
+            # simplified comes out as the same object); else last. Its shape is the only one of
+            # its kind among the children, so the canonical sort never sees the difference
+            at = len(children)
+            if merged is rest:
+                at = next(i for i, a in enumerate(flat) if a.op == "num" or id(a) in pure_ids)
+            children.insert(at, extra)
         if not children:
             return num(identity)
         if len(children) == 1:
