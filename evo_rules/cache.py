@@ -25,9 +25,11 @@ from contextlib import contextmanager
 from typing import Iterable, Iterator, Mapping
 
 from .fitting import FITTER
-from .kernels import VECTOR_MATH
+from .kernels import KERNEL_KIND
 
-VECTOR_MATH_TAG = "libmvec" if VECTOR_MATH else "libm"
+# the kernel variant a plain-mapping settings digest names (as FitSettings.kernel): "libmvec"
+# (AVX2) and "libm" as always, so caches written before variants keep their keys
+VECTOR_MATH_TAG = KERNEL_KIND
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS evaluations (

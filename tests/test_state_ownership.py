@@ -217,3 +217,15 @@ def test_operator_weights_are_checked_against_the_registry(registry):
 def test_checkpoint_names_are_the_run_folders():
     assert checkpoint.NAME == RunFolder(".").checkpoint.name
     assert checkpoint.PREVIOUS == RunFolder(".").previous_checkpoint.name
+
+
+def test_a_plain_mapping_and_fit_settings_key_the_cache_alike(tmp_path):
+    """The two ways callers give fit settings name one set of cached results (kernel variant
+    included: an AVX-512 run never reads an AVX2 run's fitnesses)."""
+    from evo_rules.fit_settings import FitSettings
+
+    plain = FitnessCache(tmp_path / "c.sqlite", "task", {"max_iter": 9})
+    typed = FitnessCache(tmp_path / "c.sqlite", "task", FitSettings(max_iter=9))
+    assert plain.settings == typed.settings == FitSettings(max_iter=9).key()
+    plain.close()
+    typed.close()
