@@ -15,6 +15,7 @@ from typing import Mapping
 
 from . import checkpoint, scriptguard, stopping
 from .config import RunConfig, from_dict, load
+from .evaluate import task_has
 from .population import Variation
 from .report import build_report, reference_texts, write_json, write_report
 from .run_folder import RunFolder, default_folder
@@ -82,7 +83,7 @@ def seed_texts(config: RunConfig, task) -> list[str]:
     texts = list(config.search.seed_rules)
     if config.search.seed_reference:
         texts += reference_texts(task)
-    if config.search.seed_linear and hasattr(task, "linear_rule_text"):
+    if config.search.seed_linear and task_has(task, "linear_rule_text"):
         texts.append(task.linear_rule_text())
     if config.search.screen_products:  # the start: the config's first seed rule, else the linear rule
         s = config.search
@@ -231,7 +232,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
 
     from .backends import make_backend
     from .cache import FitnessCache
-    from .evaluate import evaluate_rule
+    from .evaluate import StoredFits
     from .evaluator import Evaluator
     from .gate import rerun_gate
     from .report import write_json
@@ -249,7 +250,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
     backend = make_backend(ev.backend, handle.factory, handle.token, config.fit_settings,
                            workers=ev.n_workers, chunk=ev.chunk, retries=ev.retries,
                            scheduler=ev.scheduler)
-    evaluator = Evaluator(cache, backend)
+    evaluator = Evaluator(cache, backend, config.fit_settings)
     rounds = []
     scored: dict[str, dict] = {}
     try:
@@ -273,19 +274,20 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
         backend.close()
         cache.close()
     best = sorted(scored.values(), key=lambda r: (-r["metric"], r["size"], r["key"]))[: sw.expand_top]
-    linear = task.linear_rule_text() if hasattr(task, "linear_rule_text") else None
+    linear = task.linear_rule_text() if task_has(task, "linear_rule_text") else None
+    fits = StoredFits.of_mapping(task, config.fit_settings, scored)  # the sweep's own weights
     finalists = []
     for r in best:
-        test = evaluate_rule(r["text"], task, config.fit_settings, part="test")
+        test = fits.evaluation(r["text"], "test")
         finalists.append({"text": r["text"], "key": r["key"], "size": r["size"],
                           "metric": r["metric"], "weights": r["weights"],
-                          "test_metrics": test["metrics"]})
+                          "test_metrics": dict(test.metrics)})
     result = {
         "task": {"name": task.name, "fingerprint": task.fingerprint, "metric": task.metric_name},
         "rounds": rounds,
         "best": finalists,
-        "linear": evaluate_rule(linear, task, config.fit_settings, part="test")["metrics"] if linear else None,
-        "oracle": float(task.oracle("test")) if hasattr(task, "oracle") else None,
+        "linear": dict(fits.evaluation(linear, "test").metrics) if linear else None,
+        "oracle": float(task.oracle("test")) if task_has(task, "oracle") else None,
         "rerun_gate": rerun_gate([f["text"] for f in finalists[: config.rerun.finalists]], task,
                                  config.fit_settings, linear, config.rerun.seeds),
         "seconds": round(time.perf_counter() - started, 3),

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from typing import Mapping
 
-from .fitting import fit
+from .evaluate import fit_on_train
 from .rule import parse
 from .simplify import shape_text
 from .terms import Term, size, to_text, weight
@@ -63,9 +63,7 @@ def _fit(text: str, task, fit_settings: Mapping) -> dict | None:
         rule = parse(text, check_constants=False)
     except ValueError:  # what is left is no rule (nothing but numbers, say)
         return None
-    batch = task.batch("train")
-    res = fit(rule, batch.X, batch.y, loss=task.loss, groups=batch.groups,
-              max_iter=int(fit_settings.get("max_iter", 20)))
+    res = fit_on_train(rule, task, fit_settings)
     loss = float(res.loss) if res.valid and math.isfinite(res.loss) else math.inf
     return {"text": rule.text, "size": rule.size, "weights": [float(v) for v in res.weights],
             "loss": loss, "term": rule.term}

@@ -32,7 +32,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .fitting import fit
+from .evaluate import fit_on_train, task_has
 from .losses import Listwise, Logistic, Squared, make_loss
 from .rule import parse
 
@@ -44,7 +44,7 @@ def linear_text(features: Sequence[str]) -> str:
 
 
 def base_text(task) -> str:
-    return task.linear_rule_text() if hasattr(task, "linear_rule_text") else linear_text(task.features)
+    return task.linear_rule_text() if task_has(task, "linear_rule_text") else linear_text(task.features)
 
 
 def product_text(base: str, a: str, b: str) -> str:
@@ -86,8 +86,7 @@ def _scores(task, fit_settings, base, features):
     names = list(task.features if features is None else features)
     b = task.batch("train")
     rule = parse(base or base_text(task))
-    res = fit(rule, b.X, b.y, loss=task.loss, groups=b.groups,
-              max_iter=int(fit_settings.get("max_iter", 20)))
+    res = fit_on_train(rule, task, fit_settings)
     if not res.valid:
         raise ValueError(f"screen_products: the base rule cannot be fitted on the train batch ({res.message})")
     s = np.asarray(rule.evaluate(b.X, np.asarray(res.weights)), dtype=np.float64)

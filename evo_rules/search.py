@@ -23,7 +23,7 @@ from . import checkpoint, lineage
 from .backends import make_backend
 from .cache import FitnessCache
 from .config import RunConfig, from_dict
-from .evaluate import evaluate_rule, task_from
+from .evaluate import task_from
 from .evaluator import Evaluator
 from .population import Birth, Individual, PopulationManager, Variation
 from .rule import parse
@@ -221,7 +221,7 @@ class Search:
                                     self.config.fit_settings, workers=ev.n_workers, chunk=ev.chunk,
                                     retries=ev.retries, scheduler=ev.scheduler)
         self.stop.folder = self.out
-        self.evaluator = Evaluator(self.cache, self.backend)
+        self.evaluator = Evaluator(self.cache, self.backend, self.config.fit_settings)
         self.stop.on_abort = self.backend.kill  # a second signal: no worker outlives the run
         self.lineage = lineage.LineageWriter(self.out, resume=self._lineage_resume)
         if self.generation < 0:  # a checkpoint before any work: a run killed from here on resumes
@@ -285,9 +285,6 @@ class Search:
         bar.update(1)
 
     # ------------------------------------------------------------------ results
-
-    def test_evaluation(self, text: str) -> dict:
-        return evaluate_rule(text, self.task, self.config.fit_settings, part="test")
 
     def close(self) -> None:
         self.cache.close()
