@@ -154,11 +154,12 @@ def _fitted(entry: Mapping, where: str) -> FittedRule:
 def load(folder: str) -> FittedRun:
     """The winner and hall of fame of the run in `folder`, as fitted rules."""
     from . import checkpoint
-    from .report import REPORT
+    from .run_folder import REPORT, RunFolder
 
     if not os.path.isdir(folder):
         raise ValueError(f"{folder}: no such run folder")
-    path = os.path.join(folder, REPORT)
+    rf = RunFolder(folder)
+    path = os.fspath(rf.report)
     if os.path.exists(path):
         try:
             with open(path, encoding="utf-8") as fh:
@@ -171,10 +172,10 @@ def load(folder: str) -> FittedRun:
                              _fitted(pruned, path) if pruned else None)
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
             raise ValueError(f"{path}: not a readable run report ({exc})") from None
-    if not any(os.path.exists(os.path.join(folder, n)) for n in (checkpoint.NAME, checkpoint.PREVIOUS)):
-        raise ValueError(f"{folder}: not a run folder (no {REPORT} or {checkpoint.NAME})")
+    if not rf.holds_run():
+        raise ValueError(f"{folder}: not a run folder (no {REPORT} or {rf.checkpoint.name})")
     state = checkpoint.read_latest(folder)
-    where = os.path.join(folder, checkpoint.NAME)
+    where = os.fspath(rf.checkpoint)
     # the report's order: best metric first, ties to the smaller rule, then the older one
     entries = sorted((d for d in state["hall_of_fame"] if d["valid"]),
                      key=lambda d: (-d["metric"], d["size"], d["id"]))

@@ -22,11 +22,13 @@ from __future__ import annotations
 import json
 import os
 
+from . import run_folder
 from .evaluate import Evaluation, StoredFits, is_blackbox, task_has
 from .gate import distinct_finalists, parsimony_order, rerun_gate
 from .prune import prune
+from .run_folder import RunFolder
 
-REPORT = "report.json"
+REPORT = run_folder.REPORT  # kept for callers that import the name from here
 EML_NOTE = "eml(u, v) = exp(u) - ln(v)  (softplus(z) = ln(1 + exp(z)))"
 
 
@@ -246,11 +248,11 @@ def write_json(path: str, data: dict) -> str:
 
 
 def write_report(folder: str, report: dict) -> str:
-    return write_json(os.path.join(folder, REPORT), report)
+    return write_json(os.fspath(RunFolder(folder).report), report)
 
 
 def read_report(folder: str) -> dict:
-    path = os.path.join(folder, REPORT)
+    path = os.fspath(RunFolder(folder).report)
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
