@@ -193,7 +193,7 @@ def eml_chain_seconds(depth: int = 100) -> tuple[float, int, int]:
     for _ in range(depth):
         t = Term("eml", (t, weight()))
     t0 = time.perf_counter()
-    r = Rule.from_term(t)
+    r = Rule(t)
     grads = r.gradients
     n = len(r.program)
     return time.perf_counter() - t0, dag_size(Term("add", tuple(grads.values()))), n

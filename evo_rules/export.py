@@ -56,7 +56,7 @@ def to_numpy(rule, weights: Weights = None, name: str = "rule") -> str:
     from .infix import to_infix
 
     wmap = weight_map(rule.params, weights)
-    prog = rule.forward_program.forward_only()
+    prog = rule.forward_program  # a forward program has no dead slots
     feats = prog.features
     fvar = [f"x_{f}" if f"x_{f}".isidentifier() else f"x{i}" for i, f in enumerate(feats)]
     expr: dict[int, str] = {}  # slot -> the Python expression (a name or a literal) holding it

@@ -51,10 +51,6 @@ class Program:
         lines.append("out " + " ".join(f"%{s}" for s in self.outputs))
         return "\n".join(lines)
 
-    def forward_only(self) -> "Program":
-        """The sub-program that computes the first output alone (dead slots removed)."""
-        return _prune(self, self.outputs[:1])
-
 
 class _Builder:
     def __init__(self, params: tuple[str, ...], features: tuple[str, ...]):
@@ -211,29 +207,3 @@ def compile_terms(forward: Term, gradients: list[Term], params: tuple[str, ...],
         n_weights=len(params),
     )
 
-
-def _prune(p: Program, outputs: np.ndarray) -> Program:
-    live = np.zeros(len(p), dtype=bool)
-    stack = [int(s) for s in outputs]
-    while stack:
-        s = stack.pop()
-        if live[s]:
-            continue
-        live[s] = True
-        op = p.code[s]
-        if op in K.BINARY_OPS:
-            stack += [int(p.arg_a[s]), int(p.arg_b[s])]
-        elif op not in (K.CONST, K.WEIGHT, K.FEAT):
-            stack.append(int(p.arg_a[s]))
-    new_index = np.cumsum(live) - 1
-    keep = np.flatnonzero(live)
-    code = p.code[keep]
-    a = p.arg_a[keep].copy()
-    b = p.arg_b[keep].copy()
-    for j, op in enumerate(code):
-        if op not in (K.CONST, K.WEIGHT, K.FEAT):
-            a[j] = new_index[a[j]]
-            if op in K.BINARY_OPS:
-                b[j] = new_index[b[j]]
-    return Program(code, a, b, p.consts[keep].copy(), new_index[outputs].astype(np.int32),
-                   p.features, p.n_weights)

@@ -80,10 +80,6 @@ class Rule:
         self.size, self.params, self.features = summary(term)
         _RULES.add(self)
 
-    @classmethod
-    def from_term(cls, term: Term) -> "Rule":
-        return cls(term)
-
     def __repr__(self) -> str:
         return f"Rule({self.text!r})"
 

@@ -35,7 +35,7 @@ def gradient_dag_size(r: Rule) -> int:
 @pytest.mark.parametrize("build", [lambda n: eml_chain(n, True), lambda n: eml_chain(n, False),
                                    softplus_chain], ids=["eml-left", "eml-right", "softplus"])
 def test_gradient_size_grows_linearly(build):
-    rules = {n: Rule.from_term(build(n)) for n in (10, 20, 40)}
+    rules = {n: Rule(build(n)) for n in (10, 20, 40)}
     for n, r in rules.items():
         assert len(r.params) >= n  # a weight per level: n gradients, not one
     dag = {n: gradient_dag_size(r) for n, r in rules.items()}
@@ -49,7 +49,7 @@ def test_long_product_gradients_are_linear():
     def product(k):
         return Term("mul", tuple(Term("exp", (Term("mul", (weight(str(i)), feature("a"))),))
                                  for i in range(k)))
-    sizes = {k: len(Rule.from_term(product(k)).program) for k in (50, 100, 200)}
+    sizes = {k: len(Rule(product(k)).program) for k in (50, 100, 200)}
     assert sizes[200] / sizes[100] < 2.5 and sizes[100] / sizes[50] < 2.5
 
 
@@ -75,7 +75,7 @@ PRODUCT_6 = Term("mul", tuple(Term("exp", (Term("mul", (weight(str(i)), feature(
     (PRODUCT_6, (0.2, 0.6), (-1.0, 1.0)),
 ], ids=["eml-left", "eml-right", "softplus", "product-6"])
 def test_shared_gradients_match_finite_differences(term, a, w):
-    r = Rule.from_term(term)
+    r = Rule(term)
     rng = np.random.default_rng(0)
     X = {"a": rng.uniform(*a, 16), "b": rng.uniform(0.2, 0.6, 16)}
     w = rng.uniform(*w, len(r.params))
@@ -86,7 +86,7 @@ def test_shared_gradients_match_finite_differences(term, a, w):
 
 
 def test_gradient_terms_are_named_by_params_and_hold_only_rule_weights():
-    r = Rule.from_term(softplus_chain(3))
+    r = Rule(softplus_chain(3))
     assert tuple(r.gradients) == r.params
     for g in r.gradients.values():
         assert set(weights_in(g)) <= set(r.params)

@@ -176,7 +176,7 @@ def test_overflow_in_a_built_rule_never_raises():
     big = num(1e308)
     for t in (Term("add", (big, big, feature("a"))), Term("mul", (big, big, feature("a"))),
               Term("exp", (Term("exp", (Term("exp", (num(3.0),)),)),))):
-        r = Rule.from_term(t)
+        r = Rule(t)
         assert canonical(r.term) == r.term
         with np.errstate(all="ignore"):
             s = r.evaluate({"a": np.ones(3)}, np.ones(len(r.params)))
