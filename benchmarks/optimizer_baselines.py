@@ -16,7 +16,8 @@ The same code path as the task's final table (`OptimizerTask.final_evaluation`, 
 rules). Runs go to a fresh temporary cache unless `--cache-dir` names one (then a rerun reuses
 them and the times printed are those first measured). Needs the lm extra; a full-size run wants
 the machine to itself: 20 runs at 300 steps (about 1-2 minutes each on one thread) and 20 at
-1,000 steps, so an hour or more; `--threads 2` is faster but its numbers may differ slightly.
+1,000 steps, on `--workers` processes (default one per core), so half an hour to an hour on 2
+cores; the numbers do not depend on `--workers`, while `--threads 2` may change them slightly.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def main(argv=None) -> int:
     ap.add_argument("--long-steps", type=int, default=1000, help="0: the short horizon only")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    ap.add_argument("--workers", type=int, default=0, help="processes for the runs (0: one per core)")
     ap.add_argument("--lr", type=float, default=None, help="Muon's learning rate")
     ap.add_argument("--adam-lr", type=float, default=None, help="AdamW's, for Muon's non-matrix parameters")
     ap.add_argument("--adamw-lr", type=float, default=None, help="the AdamW baseline's")
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-lr", action="store_true", help="tune Muon's and AdamW's learning rates first")
     args = ap.parse_args(argv)
     settings = {"steps": args.steps, "long_steps": args.long_steps or args.steps, "final_seeds": args.seeds,
-                "threads": args.threads}
+                "threads": args.threads, "final_workers": args.workers}
     settings.update({k: v for k, v in (("lr", args.lr), ("adam_lr", args.adam_lr), ("adamw_lr", args.adamw_lr))
                      if v is not None})
     with tempfile.TemporaryDirectory() as tmp:

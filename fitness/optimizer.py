@@ -54,13 +54,14 @@ SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1
             "weight_decay": Setting(float, 0.0, 1.0), "mode": Setting(str, choices=MODES),
             "data": Setting(str), "max_stories": Setting(int, 0, 1_000_000_000),
             "eval_sequences": Setting(int, 1, 100_000), "threads": Setting(int, 1, 4_096),
-            "cache_dir": Setting(str)}
+            "cache_dir": Setting(str), "final_workers": Setting(int, 0, 1_024)}
 DEFAULTS = {"steps": 300, "long_steps": 1000, "seed": 1, "final_seeds": 4, "n_layer": 4, "n_head": 4,
             "n_embd": 128, "context": 256, "batch": 4, "lr": 0.005, "adam_lr": 3e-3, "adamw_lr": 1e-3,
             "weight_decay": 0.0, "mode": "correct", "data": "", "max_stories": 0, "eval_sequences": 128,
-            "threads": 1, "cache_dir": ""}
-# settings that do not change a run's numbers (kept out of the fingerprint and the run digests)
-_EXECUTION = ("long_steps", "final_seeds", "cache_dir")
+            "threads": 1, "cache_dir": "", "final_workers": 0}
+# settings that do not change a run's numbers (kept out of the fingerprint and the run digests);
+# final_workers: processes for the final table's runs (0: one per core), each run on `threads`
+_EXECUTION = ("long_steps", "final_seeds", "cache_dir", "final_workers")
 
 
 def check_task_settings(settings) -> None:
@@ -147,6 +148,21 @@ class OptimizerTask:
     def run(self, rule: str | None = None, weights=None, mode: str = "replace", base: str = "muon",
             seed: int | None = None, steps: int | None = None) -> dict:
         """One training run (cached on disk): {"valid", "test", "train", "seconds"} losses."""
+        path, text, weights, seed, steps = self._run_path(rule, weights, mode, base, seed, steps)
+        cached = _read_run(path)
+        if cached is not None:
+            return cached
+        out = train_run(self.data, self.settings, base=base, rule=text, weights=weights, mode=mode,
+                        seed=seed, steps=steps)
+        _write_run(path, out)
+        return out
+
+    def cached_run(self, rule: str | None = None, weights=None, mode: str = "replace", base: str = "muon",
+                   seed: int | None = None, steps: int | None = None) -> dict | None:
+        """The run `run` would return, if it is on disk; None otherwise."""
+        return _read_run(self._run_path(rule, weights, mode, base, seed, steps)[0])
+
+    def _run_path(self, rule, weights, mode, base, seed, steps):
         from evo_rules.rule import parse
 
         seed = self.settings["seed"] if seed is None else seed
@@ -156,14 +172,7 @@ class OptimizerTask:
         key = fingerprint_of("optimizer-run", {"rule": text, "weights": weights, "mode": mode, "base": base,
                                                "seed": seed, "steps": steps},
                              self.fingerprint)
-        path = self.cache_dir / "optimizer-runs" / f"{key}.json"
-        cached = _read_run(path)
-        if cached is not None:
-            return cached
-        out = train_run(self.data, self.settings, base=base, rule=text, weights=weights, mode=mode,
-                        seed=seed, steps=steps)
-        _write_run(path, out)
-        return out
+        return self.cache_dir / "optimizer-runs" / f"{key}.json", text, weights, seed, steps
 
     def final_evaluation(self, rules: Sequence[dict], progress: bool = True) -> dict:
         """AdamW, Muon, the three hand designs (each in its own mode) and `rules` (dicts with
@@ -186,15 +195,14 @@ class OptimizerTask:
 
             bar = tqdm(total=len(horizons) * len(entries) * len(seeds), unit="run", leave=False,
                        desc="optimizer track: training runs")
+        jobs = [(steps, i, seed) for steps in horizons for i in range(len(entries)) for seed in seeds]
+        done = self._run_all([dict(seed=seed, steps=steps, **entries[i][1]) for steps, i, seed in jobs], bar)
+        result = dict(zip(jobs, done))
         tables = []
         for steps in horizons:
             rows = []
-            for name, kw in entries:
-                runs = []
-                for seed in seeds:
-                    runs.append(self.run(seed=seed, steps=steps, **kw))
-                    if bar is not None:
-                        bar.update(1)
+            for i, (name, kw) in enumerate(entries):
+                runs = [result[(steps, i, seed)] for seed in seeds]
                 losses = [r["test"] for r in runs]
                 rows.append({"name": name, "text": kw.get("rule"), "mode": kw.get("mode"), "losses": losses,
                              "mean": sum(losses) / len(losses), "run_seconds": [r["seconds"] for r in runs]})
@@ -207,6 +215,53 @@ class OptimizerTask:
         out = {"seeds": seeds, "horizons": tables, "seconds": round(time.perf_counter() - started, 1)}
         out["text"] = format_table(out, self.settings)
         return out
+
+    def _run_all(self, calls: list[dict], bar=None) -> list[dict]:
+        """`self.run(**call)` for every call, in order; the runs not yet cached go to
+        `final_workers` processes (each run is seeded and single-threaded, so its numbers do not
+        depend on where it runs, and each is cached as it finishes)."""
+        out: list[dict | None] = [None] * len(calls)
+        todo = []
+        for k, call in enumerate(calls):
+            cached = self.cached_run(**call)
+            if cached is None:
+                todo.append(k)
+            else:
+                out[k] = cached
+                if bar is not None:
+                    bar.update(1)
+        workers = min(self.settings["final_workers"] or os.cpu_count() or 1, len(todo))
+        if workers <= 1:
+            for k in todo:
+                out[k] = self.run(**calls[k])
+                if bar is not None:
+                    bar.update(1)
+            return out  # type: ignore[return-value]
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        settings = {k: v for k, v in self.settings.items() if k != "final_workers"}
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_worker_init, initargs=(settings,)) as pool:
+            futures = {pool.submit(_worker_run, calls[k]): k for k in todo}
+            for f in as_completed(futures):
+                out[futures[f]] = f.result()
+                if bar is not None:
+                    bar.update(1)
+        return out  # type: ignore[return-value]
+
+
+_WORKER_TASK: "OptimizerTask | None" = None
+
+
+def _worker_init(settings: dict) -> None:
+    global _WORKER_TASK
+    _WORKER_TASK = OptimizerTask(**settings)  # loads the data once per worker process
+
+
+def _worker_run(call: dict) -> dict:
+    assert _WORKER_TASK is not None
+    return _WORKER_TASK.run(**call)
 
 
 def format_table(res: dict, settings: dict) -> str:

@@ -299,6 +299,20 @@ def test_final_evaluation_table(task):
     assert "AdamW" in res["text"] and "4 steps" in res["text"]
 
 
+def test_final_table_is_the_same_from_one_process_or_several(tmp_path):
+    """The final table's runs go to `final_workers` processes; each run is seeded and
+    single-threaded, so the table does not depend on how many there are."""
+    rules = [{"name": "searched", "text": "(mul 0.5 x.m)", "weights": []}]
+    tables = []
+    for workers in (1, 2):
+        t = registry.get_task("tinystories-optimizer", cache_dir=str(tmp_path / f"w{workers}"),
+                              final_workers=workers, **{**TINY, "long_steps": 3})
+        tables.append([(r["name"], r["losses"]) for h in t.final_evaluation(rules, progress=False)["horizons"]
+                       for r in h["rows"]])
+        assert len(list((tmp_path / f"w{workers}" / "optimizer-runs").glob("*.json"))) == 6 * 2  # all cached
+    assert tables[0] == tables[1]
+
+
 # ---------------------------------------------------------------------- settings and registry
 
 
