@@ -96,6 +96,7 @@ from evo_rules import app as app_mod  # noqa: E402
 from evo_rules import search as search_mod  # noqa: E402
 from evo_rules.app import run_search  # noqa: E402
 from evo_rules.losses import Listwise  # noqa: E402
+from evo_rules.run_folder import RunFolder  # noqa: E402
 from evo_rules.fitness.synthetic import SyntheticTask, fit_and_score, linear_rule_text  # noqa: E402
 
 try:
@@ -185,7 +186,7 @@ def run_engine(s: dict, seed: int, backend: str, chase: float, budget: float, wo
                 stopped = (stopped + "; " if stopped else "") + (
                     f"ran {rows[-1][0]} generations ({G} is the shared budget; then more, "
                     f"resumed {G} at a time, while below {chase:.4f})")
-            work = workload_of_cache(os.path.join(out, "cache.sqlite"))
+            work = workload_of_cache(RunFolder(out).cache)
     finally:
         search_mod.Search._finish_generation = original_finish
         app_mod.build_report = original_report
@@ -209,16 +210,11 @@ def run_engine(s: dict, seed: int, backend: str, chase: float, budget: float, wo
     }
 
 
-def workload_of_cache(path: str) -> dict:
+def workload_of_cache(path) -> dict:
     """Mean canonical size, weights and fit iterations over every rule the run evaluated."""
-    import json
-    import sqlite3
+    from evo_rules.cache import stored_results
 
-    db = sqlite3.connect(path)
-    try:
-        res = [json.loads(r) for (r,) in db.execute("SELECT result FROM evaluations")]
-    finally:
-        db.close()
+    res = list(stored_results(path))
     n = max(len(res), 1)
     return {"size": sum(r["size"] for r in res) / n,
             "weights": sum(len(r["weights"]) for r in res) / n,

@@ -32,6 +32,7 @@ if __package__ in (None, ""):
 from benchmarks import common  # noqa: E402,F401  (first: pins thread pools before numpy/numba load)
 
 from evo_rules import app, checkpoint, lineage, search as search_mod  # noqa: E402
+from evo_rules.run_folder import RunFolder  # noqa: E402
 from evo_rules.config import from_dict  # noqa: E402
 
 MB = 1024 * 1024
@@ -168,7 +169,7 @@ def main(argv=None) -> int:
           f"median {sorted(ck)[len(ck) // 2] * 1000:.0f} ms, max {max(ck) * 1000:.0f} ms")
     lin = rows[-1]["lineage_bytes"]
     print(f"lineage.jsonl:          {lin / MB:.2f} MB ({lin / rows[-1]['births']:.0f} bytes per birth)")
-    cache = os.path.join(out, "cache.sqlite")
+    cache = RunFolder(out).cache
     if os.path.exists(cache):
         print(f"cache.sqlite:           {os.path.getsize(cache) / MB:.2f} MB")
     print(f"manager memory:         rss {rows[0]['rss']:.0f} MB after generation 0, "
