@@ -81,6 +81,7 @@ class ProcessBackend:
         self.chunk = chunk
         self.retries = retries
         self.pool: ProcessPoolExecutor | None = None
+        self.killed = False
 
     def _pool(self) -> ProcessPoolExecutor:
         if self.pool is None:
@@ -106,6 +107,8 @@ class ProcessBackend:
             if broken:  # a worker died: start a new pool and retry what is missing
                 self.pool.shutdown(wait=False, cancel_futures=True)
                 self.pool = None
+                if self.killed:  # by `kill`: the run is aborting, nothing to retry
+                    raise RuntimeError("evaluation workers were killed (the run is aborting)")
                 if attempt == self.retries:
                     raise RuntimeError(f"evaluation workers died {self.retries + 1} times in a row")
         return [r for i in range(len(chunks)) for r in done[i]]
@@ -128,7 +131,9 @@ class ProcessBackend:
 
     def kill(self) -> None:
         """Stop at once, work in flight abandoned: SIGKILL the workers (never blocks, safe in a
-        signal handler); the pool then sees them gone and shuts down."""
+        signal handler); the pool then sees them gone and shuts down, and `map` no longer
+        retries."""
+        self.killed = True
         for pid in self.worker_pids():
             try:
                 os.kill(pid, signal.SIGKILL)

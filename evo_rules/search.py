@@ -235,6 +235,7 @@ class Search:
                 bar = tqdm(total=total + 1, initial=self.generation + 1, unit="gen",
                            desc=self.task.name, dynamic_ncols=True)
             while self.generation < total and not self.stop_reason:
+                self.stop.raise_if_aborted()
                 if self.stop.signum is not None:
                     self.stop_reason = self.stop.name
                     break
@@ -256,6 +257,9 @@ class Search:
                     self.manager.rewind(savepoint)
                     self.stop_reason, abandoned = self.stop.name, True
                     break
+                except Exception as exc:  # workers a swallowed second signal killed: say so
+                    self.stop.raise_if_aborted(exc)
+                    raise
                 self._finish_generation(gen, counts, dedup)
                 evaluations += counts["evals"]
                 if bar is not None:

@@ -5,6 +5,11 @@ run goes back to its last completed generation, which is what the checkpoint hol
 stopped and the folder is left resumable. A second signal aborts at once: the workers are killed
 first, then `Aborted` (a KeyboardInterrupt) unwinds; the folder is as safe as after a SIGKILL.
 Handlers are installed explicitly, so a run started with SIGINT ignored (`nohup ... &`) stops too.
+
+A signal's exception raised while a C callback runs (llvmlite calls back into Python while numba
+compiles) is swallowed by ctypes and printed as "Exception ignored": the hook below keeps those
+quiet, `Stop` remembers the signal, and the search acts on it at its next check (the workers
+killed by the abort make the evaluation in flight fail at once).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Stop:
 
     def __init__(self):
         self.signum: int | None = None
+        self.aborted: Aborted | None = None
         self.folder = ""
         self.on_abort: Callable[[], None] = lambda: None  # kills workers; must not block
         self._abandonable = 0
@@ -57,7 +63,13 @@ class Stop:
             return
         self.on_abort()
         where = f"; {self.folder} resumes from its last checkpoint" if self.folder else ""
-        raise Aborted(f"aborted by a second signal ({signal.Signals(signum).name}){where}", signum)
+        self.aborted = Aborted(f"aborted by a second signal ({signal.Signals(signum).name}){where}", signum)
+        raise self.aborted
+
+    def raise_if_aborted(self, cause: BaseException | None = None) -> None:
+        """Raise the second signal's `Aborted` if one arrived (its raise may have been swallowed)."""
+        if self.aborted is not None:
+            raise self.aborted from cause
 
     @contextmanager
     def abandonable(self):
@@ -92,6 +104,7 @@ def handlers(stop: Stop):
         yield stop
         return
     old = {s: signal.signal(s, stop.handle) for s in SIGNALS}
+    _quiet_swallowed_signals()
     try:
         yield stop
     finally:
@@ -105,6 +118,7 @@ def install() -> Stop:
     stop = Stop()
     for s in SIGNALS:
         signal.signal(s, stop.handle)
+    _quiet_swallowed_signals()
     return stop
 
 
@@ -119,3 +133,18 @@ def exit_at_once() -> None:
 
 def _exit_now(signum, frame) -> None:
     os._exit(128 + signum)
+
+
+def _quiet_swallowed_signals() -> None:
+    """Keep a signal's exception that a C callback swallowed out of the "Exception ignored"
+    report (the `Stop` still holds the signal); everything else goes to the hook that was there."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_evo_rules", False):
+        return
+
+    def hook(unraisable):
+        if not isinstance(unraisable.exc_value, (Abandoned, Aborted)):
+            previous(unraisable)
+
+    hook._evo_rules = True
+    sys.unraisablehook = hook
