@@ -337,7 +337,10 @@ def format_report(report: dict) -> str:
     final = report.get("final")
     if final:
         lines.append(final["text"])
+        shown = {row["name"] for h in final.get("horizons", []) for row in h["rows"]}
         for r in final.get("rules", []):
+            if shown and r["name"] not in shown:  # left out of the table (the optimizer's rule 0 is Muon)
+                continue
             lines.append(f"  {r['name']}: {r.get('infix', r['text'])}")
             lines.append(f"  {'':{len(r['name'])}}  {r['text']}")
         pre = final.get("precompute_seconds")

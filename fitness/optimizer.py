@@ -180,7 +180,7 @@ class OptimizerTask:
         and `long_steps`; per horizon the mean loss on the test stories over the seeds, the loss
         per seed, the seeds won against Muon, and each run's seconds (as first measured: runs
         are cached)."""
-        from .lm.optim import REFERENCE_RULES
+        from .lm.optim import REFERENCE_RULES, muon_rule
 
         started = time.perf_counter()
         seeds = [FINAL_FIRST_SEED + i for i in range(self.settings["final_seeds"])]
@@ -188,7 +188,12 @@ class OptimizerTask:
         entries = [("AdamW", dict(base="adamw")), ("Muon", dict(base="muon"))]
         entries += [(f"{name} ({mode}, hand design)", dict(rule=text, mode=mode))
                     for name, (mode, text) in REFERENCE_RULES.items()]
-        entries += [(r["name"], dict(rule=r["text"], weights=r.get("weights") or [], mode=self.mode)) for r in rules]
+        from evo_rules.rule import parse
+
+        muon = parse(muon_rule(self.mode), check_constants=False).text
+        # a rule that is plain Muon in this mode (the linear baseline here) would repeat Muon's row
+        entries += [(r["name"], dict(rule=r["text"], weights=r.get("weights") or [], mode=self.mode))
+                    for r in rules if parse(r["text"], check_constants=False).text != muon]
         bar = None
         if progress:
             from tqdm import tqdm

@@ -285,7 +285,9 @@ def test_resample_linear_rule_and_modes(task):
 
 
 def test_final_evaluation_table(task):
-    res = task.final_evaluation([{"name": "searched", "text": "(mul 0.5 x.m)", "weights": []}], progress=False)
+    res = task.final_evaluation([{"name": "searched", "text": "(mul 0.5 x.m)", "weights": []},
+                                 {"name": "linear rule", "text": "0", "weights": []}],  # is Muon: no row
+                                progress=False)
     assert res["seeds"] == [2000, 2001]
     assert [h["steps"] for h in res["horizons"]] == [3, 4]
     for h in res["horizons"]:
