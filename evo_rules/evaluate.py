@@ -53,6 +53,8 @@ OPTIONAL_TASK_PARTS = {
     "score_units": "(part, scorer) -> array: the metric split into units (one-standard-error winner)",
     "unit_clusters": "(part) -> array: a cluster id per unit where units share a story",
     "resample": "(seed) -> task: the same task on redrawn splits (the rerun gate)",
+    "rerun_tasks": "(seed) -> [(task, label)]: the rerun gate's tasks for a seed, in place of "
+                   "`resample` (several where a rule must pass each, e.g. two training horizons)",
     "final_evaluation": "(rules, progress) -> dict: expensive tasks' true metric on the test split",
     "evaluate": "(rule_text, weights, part) -> metrics: a black-box task scores rules itself",
     "meta": "dict: what an expensive task's precompute recorded (its `seconds`)",

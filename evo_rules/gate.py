@@ -114,14 +114,17 @@ def distinct_finalists(rules: list[tuple[str, list[float], int]], task, n: int) 
 def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, linear_text: str | None,
                seeds: int, first_seed: int = 1000) -> list[dict]:
     """Each of `texts` re-fitted (`evaluate.fit_and_score`, validation split) in `seeds` reruns
-    beside the linear rule; it passes when it beats the linear rule in every rerun (an invalid
-    rule scores INVALID_METRIC there, so it never passes)."""
+    (a task's `rerun_tasks` may give several per seed) beside the linear rule; it passes when it
+    beats the linear rule in every rerun (an invalid rule scores INVALID_METRIC there, so it
+    never passes)."""
     if seeds <= 0 or not texts:
         return []
     runs = []
     for i in range(seeds):
         seed = first_seed + i
-        if task_has(task, "resample"):
+        if task_has(task, "rerun_tasks"):
+            runs += [(t, None, how) for t, how in task.rerun_tasks(seed)]
+        elif task_has(task, "resample"):
             runs.append((task.resample(seed), None, f"resampled splits, seed {seed}"))
         else:
             runs.append((task, seed, f"random initial weights, seed {seed}"))

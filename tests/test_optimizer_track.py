@@ -284,6 +284,23 @@ def test_resample_linear_rule_and_modes(task):
         assert ("gating" in t.reference_rules()) and (len(t.reference_rules()) == (1 if mode == "gate" else 3))
 
 
+def test_gate_long_makes_the_gate_train_at_both_horizons(task):
+    from evo_rules.gate import rerun_gate
+
+    long = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), gate_long=True, **TINY)
+    assert long.fingerprint == task.fingerprint  # the search's runs and cache are the same
+    assert [how for _, how in task.rerun_tasks(1000)] == ["seed 1000, 3 steps"]
+    rule = "(mul 0.5 x.m)"
+    got = rerun_gate([rule], long, {"max_iter": 5}, long.linear_rule_text(), seeds=2)[0]
+    assert got["reruns"] == ["seed 1000, 3 steps", "seed 1000, 4 steps", "seed 1001, 3 steps",
+                             "seed 1001, 4 steps"]
+    want = [-task.run(rule=rule, mode="correct", seed=seed, steps=steps)["valid"]
+            for seed in (1000, 1001) for steps in (3, 4)]
+    muon = [-task.run(base="muon", seed=seed, steps=steps)["valid"] for seed in (1000, 1001) for steps in (3, 4)]
+    assert got["metrics"] == pytest.approx(want) and got["linear"] == pytest.approx(muon)
+    assert got["passed"] == all(a > b for a, b in zip(want, muon))
+
+
 def test_final_evaluation_table(task):
     res = task.final_evaluation([{"name": "searched", "text": "(mul 0.5 x.m)", "weights": []},
                                  {"name": "linear rule", "text": "0", "weights": []}],  # is Muon: no row
