@@ -349,13 +349,19 @@ def format_report(report: dict) -> str:
     gate = report.get("rerun_gate")
     if gate:
         lin = b.get("linear", {}).get("text")
-        lines.append("rerun gate (finalists re-fitted on fresh seeds; a finalist passes if it beats the "
+        lines.append("rerun gate (finalists rerun on fresh seeds; a finalist passes if it beats the "
                      f"linear baseline in every rerun; validation {metric}):")
         if lin:
             lines.append(f"  baseline: linear rule {lin}")
         for g in gate:
-            vs = ", ".join(f"{m:.4f} vs {l:.4f}" for m, l in zip(g["metrics"], g["linear"]))
-            lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  {vs}")
+            labels = g.get("reruns")
+            if labels:  # named reruns (e.g. seed and horizon): one line each, so a reader sees which failed
+                lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}")
+                for name, m, l in zip(labels, g["metrics"], g["linear"]):
+                    lines.append(f"        {name}: {m:.4f} vs {l:.4f}{'' if m > l else '  (lost)'}")
+            else:
+                vs = ", ".join(f"{m:.4f} vs {l:.4f}" for m, l in zip(g["metrics"], g["linear"]))
+                lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  {vs}")
     return "\n".join(lines)
 
 

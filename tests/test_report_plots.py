@@ -110,6 +110,22 @@ def test_an_old_report_without_summary_or_infix_still_prints():
     assert summary(rep)["cache_hit_rate"] == 0.25 and "oracle" not in text.split("baselines:")[0]
 
 
+def test_gate_reruns_with_names_print_one_line_each_and_mark_the_losses():
+    entry = {"id": 3, "key": "k" * 32, "text": "(mul w0 x.g)", "size": 3, "weights": [1.0],
+             "metric": -3.8, "test_metrics": {"neg_loss": -3.7}}
+    gate = {"text": entry["text"], "metrics": [-3.84, -3.34], "linear": [-3.90, -3.30], "passed": False,
+            "reruns": ["seed 1000, 300 steps", "seed 1000, 1000 steps"]}
+    rep = {"run": "r", "task": {"name": "t", "metric": "neg_loss"}, "generation": 1, "best": entry,
+           "winner": None, "hall_of_fame": [entry], "pareto_front": [entry],
+           "baselines": {"linear": {"text": "0", "test_metrics": {"neg_loss": -3.8}, "weights": []}},
+           "rerun_gate": [gate], "logbook": [{"gen": 0, "evals": 1, "cache_hits": 0}], "seconds": [1.0]}
+    lines = format_report(rep).splitlines()
+    at = lines.index("  FAIL  (mul w0 x.g)")
+    assert lines[at + 1].split() == ["seed", "1000,", "300", "steps:", "-3.8400", "vs", "-3.9000"]
+    assert lines[at + 2].split()[-1] == "(lost)" and "-3.3400 vs -3.3000" in lines[at + 2]
+    assert "winner: none (no finalist passed the rerun gate)" in lines
+
+
 # ---------------------------------------------------------------------- plots
 
 def test_muller_shares_sum_to_one_and_nest_families(run):
