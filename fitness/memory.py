@@ -46,10 +46,10 @@ from .base import Batch, Scorer, Setting, check_settings, fingerprint_of
 from .memory_text import TEXT_FEATURES
 
 MODEL_FEATURES = ("attn_recent", "attn_last", "attn_received", "surprisal", "hidden_sim", "hidden_last",
-                  "help_recent", "imagined_gain", "full_agree")
+                  "help_recent", "imagined_gain", "full_agree", "sampled_gain")
 FEATURE_SETS = {"all": TEXT_FEATURES + MODEL_FEATURES, "text": TEXT_FEATURES, "model": MODEL_FEATURES}
 PARTS = ("train", "valid", "test")
-CACHE_VERSION = 2
+CACHE_VERSION = 3  # 3: sampled_gain
 # `[task.settings]` (checked before a run starts and by the task)
 SETTINGS = {"model": Setting(str), "data": Setting(str), "label_horizon": Setting(int, 1, 100),
             "label_temperature": Setting(float, 0.0, None, open=True),

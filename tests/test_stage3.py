@@ -191,7 +191,7 @@ def test_task_caches_lm_numbers(task, monkeypatch):
     for p in ("train", "valid", "test"):
         assert task.parts[p].n_episodes > 0
     b = task.batch("train")
-    assert set(b.X) == set(task.features) and len(task.features) == 19
+    assert set(b.X) == set(task.features) and len(task.features) == 20
     # probabilities per episode, from the utilities
     assert np.allclose(np.bincount(b.groups, weights=b.y), 1.0)
 
@@ -220,6 +220,54 @@ def test_utility_is_the_real_loss_difference(task):
     assert d.u_target[0] == pytest.approx(base.mean() - with0.mean(), abs=1e-5)
     other = lm.encode(ep.chunks, ("A completely different target sentence.",))
     assert np.allclose(lm.model_features([et])[0], lm.model_features([other])[0])
+
+
+def test_cached_sampling_is_the_model_and_sampled_gain_its_expectation(task):
+    """The key/value-cached sampler gives the same log-probabilities as a plain forward over
+    prefix + samples; `sampled_gain` is seeded by the episode alone (same numbers alone or in a
+    batch) and equals its definition recomputed from plain forwards."""
+    from evo_rules.fitness.lm.memory import MemoryLM
+    from evo_rules.fitness.memory import episodes_for
+
+    lm = MemoryLM(task.model_dir, threads=1, samples=3, sample_tokens=5)
+    prefix = torch.tensor([lm.eot] + list(range(40, 90)))
+    ys, lp = lm.model.sample(prefix, 4, 6, torch.Generator().manual_seed(3))
+    assert ys.shape == (4, 6) and lp.shape == (4, 6, TINY_MODEL["vocab_size"])
+    full = torch.cat([prefix[None].expand(4, -1), ys], 1)
+    with torch.inference_mode():
+        ref = torch.log_softmax(lm.model(full), -1)[:, len(prefix) - 1: len(prefix) + 5]
+    assert torch.allclose(ref, lp, atol=1e-4)
+    with pytest.raises(ValueError, match="context"):
+        lm.model.sample(torch.zeros(380, dtype=torch.long), 1, 10, torch.Generator())
+
+    eps = episodes_for(task.stories(), task.settings)["valid"][:3]
+    ets = [lm.encode(e.chunks, (e.target,)) for e in eps]
+    et = ets[1]
+    g = lm.sampled_gain(et)
+    assert g.shape == (len(et.chunks) - 1,) and np.all(np.isfinite(g))
+    assert np.array_equal(g, lm.model_features(ets)[1][:, -1])  # in a batch: the same numbers
+    # the definition, from plain forwards: E over the full memory's next-token distributions along
+    # the same samples, of log p(. | chunk + recent) minus log p(. | recent)
+    memory = [t for ch in et.chunks for t in ch]
+    import hashlib
+
+    seed = int.from_bytes(hashlib.blake2b(np.asarray(memory, dtype=np.int64).tobytes(), digest_size=8).digest(),
+                          "little") >> 1
+    ys, _ = lm.model.sample(torch.tensor([lm.eot] + memory), 3, 5, torch.Generator().manual_seed(seed))
+
+    def expected(head):
+        out = []
+        with torch.inference_mode():
+            for y in ys.tolist():
+                pf = torch.log_softmax(lm.model(torch.tensor([[lm.eot] + memory + y])), -1)[0, -6:-1].exp()
+                seq = [lm.eot] + head + list(et.chunks[-1]) + y
+                lc = torch.log_softmax(lm.model(torch.tensor([seq])), -1)[0, -6:-1]
+                out.append(float((pf * lc).sum(-1).mean()))
+        return np.mean(out)
+
+    base = expected([])
+    want = [expected(list(et.chunks[c])) - base for c in range(len(et.chunks) - 1)]
+    assert np.allclose(g, want, atol=1e-4)
 
 
 def test_score_and_resample(task):

@@ -19,10 +19,12 @@ over layers and heads):
 | help_recent | how much c helps the model predict the recent chunk: mean loss of the recent chunk read alone minus read after c (nats); the same measurement as a chunk's utility, made on the memory's own last sentence instead of the unseen target |
 | imagined_gain | the model continues the whole memory greedily for 8 tokens (its own guess of what comes next); the mean log-probability gain of that continuation when c is read before the recent chunk, against the recent chunk alone |
 | full_agree | over the same 8 positions, sum_y p_full(y) (log p_c(y) - log p_0(y)) = KL(p_full, p_0) - KL(p_full, p_c): how far c alone moves the model's next-token predictions toward what it predicts from the whole memory |
+| sampled_gain | the chunk's expected utility if the model's reading of the whole memory were the truth: the model *samples* 8 continuations of 16 tokens from the whole memory (seeded by the episode's tokens), and at every sampled position sum_y p_full(y) (log p_c(y) - log p_0(y)) as in full_agree; mean over positions and samples. The greedy continuation of full_agree is one likely path; samples cover what the story may do next |
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,9 +70,10 @@ class MemoryLM:
     """A trained model and its tokenizer, with the batched forwards stage 3 needs."""
 
     def __init__(self, folder: str | Path, threads: int = 0, batch: int = 32, imagined: int = 8,
-                 device: str = "cpu"):
+                 samples: int = 8, sample_tokens: int = 16, device: str = "cpu"):
         self.folder = Path(folder)
         self.imagined = imagined
+        self.samples, self.sample_tokens = samples, sample_tokens
         self.device = torch.device(device or "cpu")
         self.model, self.meta = gpt.load(self.folder)
         self.model.to(self.device)
@@ -87,7 +90,7 @@ class MemoryLM:
                              tuple(tuple(i) for i in ids[len(chunks):]))
 
     def fits(self, ep: EpisodeTokens, n_segments: int) -> bool:
-        after = max(sum(map(len, ep.segments[:n_segments])), self.imagined)
+        after = max(sum(map(len, ep.segments[:n_segments])), self.imagined, self.sample_tokens)
         return 1 + sum(map(len, ep.chunks)) + after <= self.context
 
     # ------------------------------------------------------------------ losses
@@ -184,7 +187,40 @@ class MemoryLM:
                 idx = torch.tensor(gen[e], device=d.device)
                 extra[e][c, 1] = float(d[torch.arange(g, device=d.device), idx].mean())  # imagined_gain
                 extra[e][c, 2] = float((p_full[e].exp() * d).sum(-1).mean())  # full_agree
-        return [np.hstack([v, x]) for v, x in zip(view, extra)]
+        sampled = [self.sampled_gain(ep)[:, None] for ep in eps]
+        return [np.hstack([v, x, s]) for v, x, s in zip(view, extra, sampled)]
+
+    @torch.inference_mode()
+    def sampled_gain(self, ep: EpisodeTokens) -> np.ndarray:
+        """(n - 1,) per candidate: `sampled_gain` (see the module docstring). The samples are
+        seeded by the episode's own tokens, so a feature does not depend on batching or order."""
+        S, L = self.samples, self.sample_tokens
+        n = len(ep.chunks)
+        if not S or not L or n < 2:
+            return np.zeros(n - 1)
+        memory = [t for ch in ep.chunks for t in ch]
+        digest = hashlib.blake2b(np.asarray(memory, dtype=np.int64).tobytes(), digest_size=8).digest()
+        gen = torch.Generator().manual_seed(int.from_bytes(digest, "little") >> 1)
+        prefix = torch.tensor([self.eot] + memory, dtype=torch.long, device=self.device)
+        ys, p_full = self.model.sample(prefix, S, L, gen)
+        p_full = p_full.exp()
+        recent = list(ep.chunks[-1])
+        heads = [[]] + [list(ep.chunks[c]) for c in range(n - 1)]  # none, then each candidate
+        rows = [[self.eot] + h + recent + y for h in heads for y in ys.tolist()]
+        T = max(map(len, rows))
+        x = torch.full((len(rows), T), self.eot, dtype=torch.long)
+        ends = []
+        for r, row in enumerate(rows):
+            x[r, :len(row)] = torch.tensor(row, dtype=torch.long)
+            ends.append(len(row))
+        x = x.to(self.device)
+        h = self.model.hidden(x)
+        # position p - 1 predicts token p: the L positions before each row's end predict its sample
+        pos = torch.tensor(ends)[:, None] - 1 - L + torch.arange(L)[None]
+        hs = h[torch.arange(len(rows))[:, None], pos.to(self.device)]
+        lp = torch.log_softmax(hs @ self.model.tok.weight.T, dim=-1).view(n, S, L, -1)
+        expected = (p_full[None] * lp).sum(-1).mean(dim=(1, 2))  # (n,): E_full[log p(y | head, recent)]
+        return (expected[1:] - expected[0]).double().cpu().numpy()
 
     @torch.inference_mode()
     def _view(self, eps: Sequence[EpisodeTokens]) -> list[np.ndarray]:

@@ -82,6 +82,21 @@ class Block(nn.Module):
         return x + F.dropout(h, self.dropout, self.training), att
 
 
+    def cached(self, x, kv):
+        """The block on new positions x given the keys and values of the earlier ones (or None),
+        in eval mode; returns its output and the keys and values so far."""
+        a = self.ln1(x)
+        B, T, C = a.shape
+        nh = self.attn.n_head
+        q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in self.attn.qkv(a).split(C, dim=2))
+        if kv is not None:
+            k, v = torch.cat([kv[0], k], dim=2), torch.cat([kv[1], v], dim=2)
+        # no cache: the whole prefix, causal; with one: a single new position that sees all before it
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=kv is None)
+        x = x + self.attn.proj(y.transpose(1, 2).reshape(B, T, C))
+        return x + self.out(F.gelu(self.fc(self.ln2(x)))), (k, v)
+
+
 class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
@@ -122,6 +137,35 @@ class GPT(nn.Module):
             x, att = b(x, need_attention)
             atts.append(att)
         return self.ln_f(x), atts
+
+    @torch.inference_mode()
+    def sample(self, prefix: torch.Tensor, n: int, length: int, generator: torch.Generator):
+        """n continuations of `length` tokens sampled (temperature 1) after the 1-D token ids
+        `prefix`, with a key/value cache (one short forward per token, not one over the whole
+        sequence). Returns the tokens (n, length) and the model's log-probabilities (n, length,
+        vocab) at each sampled position: the distribution each token was drawn from."""
+        T0 = prefix.shape[0]
+        if T0 + length - 1 > self.cfg.context:
+            raise ValueError(f"{T0} + {length} tokens are longer than the model's context {self.cfg.context}")
+        x = self.tok(prefix[None]) + self.pos(torch.arange(T0, device=prefix.device))
+        caches = []
+        for b in self.blocks:
+            x, kv = b.cached(x, None)
+            caches.append(tuple(t.expand(n, -1, -1, -1) for t in kv))
+        logits = (self.ln_f(x[:, -1]) @ self.tok.weight.T).expand(n, -1)
+        ys, lps = [], []
+        for i in range(length):
+            lp = torch.log_softmax(logits, dim=-1)
+            y = torch.multinomial(lp.exp(), 1, generator=generator)[:, 0]
+            ys.append(y)
+            lps.append(lp)
+            if i == length - 1:
+                break
+            x = self.tok(y)[:, None] + self.pos(torch.tensor([T0 + i], device=prefix.device))
+            for j, b in enumerate(self.blocks):
+                x, caches[j] = b.cached(x, caches[j])
+            logits = self.ln_f(x[:, -1]) @ self.tok.weight.T
+        return torch.stack(ys, 1), torch.stack(lps, 1)
 
     def n_params(self) -> int:
         return sum(p.numel() for p in self.parameters()) - self.pos.weight.numel()
