@@ -156,7 +156,8 @@ class GPT(nn.Module):
         ys, lps = [], []
         for i in range(length):
             lp = torch.log_softmax(logits, dim=-1)
-            y = torch.multinomial(lp.exp(), 1, generator=generator)[:, 0]
+            # drawn where the generator lives (a CPU one: the same samples on any device)
+            y = torch.multinomial(lp.exp().to(generator.device), 1, generator=generator)[:, 0].to(lp.device)
             ys.append(y)
             lps.append(lp)
             if i == length - 1:
