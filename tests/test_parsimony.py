@@ -102,3 +102,21 @@ def test_without_metric_units_the_best_rule_stays_first():
 
     rules = [("a", [], 9, 0.9), ("b", [], 3, 0.89)]
     assert parsimony_order(rules, NoUnits()) == ([0, 1], 1)
+
+
+def test_noise_is_the_best_rules_own_standard_error_not_the_paired_one():
+    """Breiman's rule: a rule a little behind on every unit (a paired difference with almost no
+    spread) is within noise when its deficit is under the standard error of the best rule's own
+    metric, and out when it is over it."""
+    rng = np.random.default_rng(0)
+    best_units = rng.normal(0.5, 0.3, 400)
+    se = float(np.std(best_units, ddof=1) / math.sqrt(400))  # about 0.015
+
+    class Units:
+        def score_units(self, part, scorer):
+            return scorer({"x": np.zeros(1)}) + best_units
+
+    rules = [("(mul 0 x.x)", [], 3, 0.5), (f"(add {-0.5 * se} (mul 0 x.x))", [], 2, 0.49),
+             (f"(add {-2 * se} (mul 0 x.x))", [], 1, 0.48)]
+    assert within_one_se(rules, Units()) == [True, True, False]
+    assert parsimony_order(rules, Units()) == ([1, 0, 2], 2)
