@@ -58,9 +58,11 @@ def test_the_report_ranks_ties_to_the_smaller_rule_and_names_its_finalists(run):
     rep = json.load(open(os.path.join(run, "report.json")))
     keys = [(-e["metric"], e["size"], e["id"]) for e in rep["hall_of_fame"]]
     assert keys == sorted(keys)
-    assert rep["finalists"] and set(rep["finalists"]) <= {e["id"] for e in rep["hall_of_fame"]}
+    # finalists come from the hall of fame and the Pareto front (the winner's candidates)
+    pool = rep["hall_of_fame"] + rep["pareto_front"]
+    assert rep["finalists"] and set(rep["finalists"]) <= {e["id"] for e in pool}
     assert [g["text"] for g in rep["rerun_gate"]] == [
-        next(e["text"] for e in rep["hall_of_fame"] if e["id"] == i) for i in rep["finalists"]]
+        next(e["text"] for e in pool if e["id"] == i) for i in rep["finalists"]]
     if rep["winner"]:
         assert rep["winner"]["id"] in rep["finalists"]
 
