@@ -42,7 +42,7 @@ class _Builder:
         self.table: dict[tuple, Term] = {}
 
     def make(self, op: str, args: tuple[Term, ...] = (), value=None) -> Term:
-        key = (op, value, tuple(id(a) for a in args))  # children are already unique objects
+        key = (op, value, tuple(map(id, args)))  # children are already unique objects
         t = self.table.get(key)
         if t is None:
             t = self.table[key] = Term(op, args, value)
@@ -51,23 +51,26 @@ class _Builder:
     def intern(self, t: Term) -> Term:
         """The unique object of each subterm of t (post-order, iterative)."""
         done: dict[int, Term] = {}
+        table = self.table
         stack = [(t, False)]
         while stack:
             n, ready = stack.pop()
-            if id(n) in done:
+            nid = id(n)
+            if nid in done:
                 continue
-            if ready or not n.args:
-                args = tuple(done[id(a)] for a in n.args)
-                key = (n.op, n.value, tuple(id(a) for a in args))
-                u = self.table.get(key)
+            nargs = n.args
+            if ready or not nargs:
+                args = tuple(done[id(a)] for a in nargs)
+                key = (n.op, n.value, tuple(map(id, args)))
+                u = table.get(key)
                 if u is None:
                     # n itself is the unique object when its children are: no copy of the rule
-                    same = all(a is b for a, b in zip(args, n.args))
-                    u = self.table[key] = n if same else Term(n.op, args, n.value)
-                done[id(n)] = u
+                    same = all(a is b for a, b in zip(args, nargs))
+                    u = table[key] = n if same else Term(n.op, args, n.value)
+                done[nid] = u
             else:
                 stack.append((n, True))
-                stack.extend((a, False) for a in n.args)
+                stack.extend((a, False) for a in nargs)
         return done[id(t)]
 
     def mul(self, *factors: Term) -> Term:

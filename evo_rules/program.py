@@ -84,36 +84,40 @@ class _Builder:
         and can be deeper than any rule."""
         half: dict[int, int] = {}  # eml node -> slot of its exp part, emitted before the log part
         plans: dict[int, tuple] = {}  # a node is met again once its operands are compiled
+        by_id, emit, SUB = self.by_id, self.emit, K.SUB  # locals: this loop is most of a set-up
         stack = [t]
         while stack:
             n = stack[-1]
-            if id(n) in self.by_id:
+            nid = id(n)
+            if nid in by_id:
                 stack.pop()
                 continue
-            plan = plans.get(id(n))
+            plan = plans.get(nid)
             if plan is None:
-                plan = plans[id(n)] = _plan(n)
+                plan = plans[nid] = _plan(n)
             code, operands = plan
-            if code == K.SUB:  # eml: exp(u) is emitted before log(v)'s operand is compiled
+            if code == SUB:  # eml: exp(u) is emitted before log(v)'s operand is compiled
                 (ce, u), (cl, v) = operands
-                if id(u) not in self.by_id:
+                uid = id(u)
+                if uid not in by_id:
                     stack.append(u)
                     continue
-                if id(n) not in half:
-                    half[id(n)] = self.emit(ce, self.by_id[id(u)])
-                if id(v) not in self.by_id:
+                if nid not in half:
+                    half[nid] = emit(ce, by_id[uid])
+                vid = id(v)
+                if vid not in by_id:
                     stack.append(v)
                     continue
-                slot = self.emit(K.SUB, half.pop(id(n)), self.emit(cl, self.by_id[id(v)]))
+                slot = emit(SUB, half.pop(nid), emit(cl, by_id[vid]))
             else:
-                missing = [o for o in operands if id(o) not in self.by_id]
+                missing = [o for o in operands if id(o) not in by_id]
                 if missing:
                     stack.extend(reversed(missing))
                     continue
                 slot = self._emit_plan(n, code, operands)
             stack.pop()
-            self.by_id[id(n)] = slot
-        return self.by_id[id(t)]
+            by_id[nid] = slot
+        return by_id[id(t)]
 
     def _emit_plan(self, t: Term, code: int, operands: tuple[Term, ...]) -> int:
         if code == K.CONST:
