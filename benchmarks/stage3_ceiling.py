@@ -2,6 +2,7 @@
 rankers of every kind reach on the test episodes, from the task's cached LM numbers alone.
 
     python3 benchmarks/stage3_ceiling.py [--features all|text|model]
+    python3 benchmarks/stage3_ceiling.py --sampling 8x16,32x16,16x24 --episodes 600
 
 At K = 2 the rule keeps the recent chunk and one more, so the real-LM loss of a choice is
 loss(target | recent chunk) - utility(chosen chunk), with the leave-one-in utility the task
@@ -12,6 +13,11 @@ the recent chunk - loss given the full memory - that same utility). Rows: each f
 features (nonlinear, with interactions: a generous stand-in for any rule over the same
 features), each fitted on train + valid episodes against the training labels, and the oracle
 that peeks at the target's own utility. Standard errors are clustered by story.
+
+`--sampling SxL,...` instead recomputes `sampled_gain` with S samples of L tokens on the first
+`--episodes` test episodes (those whose memory leaves room for the longest L) and prints the
+share of the gap each variant closes alone, beside `full_agree` on the same episodes: whether
+more or longer samples would help (new LM forwards: minutes).
 
 Needs the task's cache (the first stage-3 run computes it, about 11 minutes) and scikit-learn
 (the `sklearn` extra). Seconds of CPU: run it when nothing else does.
@@ -51,7 +57,11 @@ def centred(d: PartData, y: np.ndarray) -> np.ndarray:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--features", default="all", choices=("all", "text", "model"))
+    ap.add_argument("--sampling", default="", help="SxL,... : sampled_gain with S samples of L tokens")
+    ap.add_argument("--episodes", type=int, default=600, help="test episodes for --sampling")
     args = ap.parse_args(argv)
+    if args.sampling:
+        return sampling(args.sampling, args.episodes)
     try:
         from sklearn.ensemble import HistGradientBoostingRegressor
         from sklearn.linear_model import Ridge
@@ -97,6 +107,53 @@ def main(argv=None) -> int:
         m.fit(Xfit, yfit)
         print(row(name, chosen_utility(te, m.predict(M["test"]))))
     print(row("oracle: the chunk of best target utility (peeks at the target)", chosen_utility(te, te.u_target)))
+    return 0
+
+
+def sampling(spec: str, n_episodes: int) -> int:
+    """sampled_gain recomputed with other sample counts and lengths on the first test episodes."""
+    from evo_rules.fitness.lm.memory import MemoryLM
+    from evo_rules.fitness.lm.scoring import _test_episodes
+
+    try:
+        variants = [tuple(int(x) for x in v.lower().split("x")) for v in spec.split(",")]
+        if any(len(v) != 2 or min(v) < 1 for v in variants):
+            raise ValueError
+    except ValueError:
+        print(f"stage3_ceiling.py: --sampling {spec!r}: expected SxL[,SxL...], e.g. 8x16", file=sys.stderr)
+        return 2
+    task = MemoryTask(features="all")
+    te = task.parts["test"]
+    lm = MemoryLM(task.model_dir, threads=task.threads)
+    eps = _test_episodes(task, lm)  # aligned with the cached test part
+    longest = max(L for _, L in variants)
+    room = [e for e, (_, et) in enumerate(eps) if 1 + sum(map(len, et.chunks)) + longest <= lm.context]
+    idx = np.asarray(room[:n_episodes])
+    b = _bounds(te)
+    X = task._X(te)
+    tok = te.tokens
+    toff = np.r_[0, np.cumsum(tok["length"])]
+    base = np.array([tok["base"][toff[e]:toff[e + 1]].mean() for e in idx])
+    full = np.array([tok["full"][toff[e]:toff[e + 1]].mean() for e in idx])
+
+    def chosen(scores: list[np.ndarray]) -> np.ndarray:
+        return np.array([te.u_target[b[e]:b[e + 1]][np.argmax(s)] for e, s in zip(idx, scores)])
+
+    recent = chosen([X["recency"][b[e]:b[e + 1]] for e in idx])
+    gap = float(np.mean(base - full - recent))
+
+    def row(name: str, u: np.ndarray) -> None:
+        d = u - recent
+        print(f"| {name} | {-d.mean():+.4f} +- {clustered_se(d, te.story[idx]):.4f} | {100 * d.mean() / gap:.1f}% |")
+
+    print(f"first {len(idx)} test episodes with room for {longest} sampled tokens; gap {gap:.4f} nats\n")
+    print("| ranker (K = 2) | vs recent-only | gap closed |")
+    print("|---|---|---|")
+    row("`full_agree` (greedy, 8 tokens)", chosen([X["full_agree"][b[e]:b[e + 1]] for e in idx]))
+    row("`sampled_gain` as cached (8 x 16)", chosen([X["sampled_gain"][b[e]:b[e + 1]] for e in idx]))
+    for S, L in variants:
+        v = MemoryLM(task.model_dir, threads=task.threads, samples=S, sample_tokens=L)
+        row(f"`sampled_gain`, {S} samples x {L} tokens", chosen([v.sampled_gain(eps[e][1]) for e in idx]))
     return 0
 
 
