@@ -32,7 +32,7 @@ def _conditioned(rule: Rule, X: dict, w, nudge: float = 1e-13, rtol: float = 1e-
     want = rule.evaluate(X, w)
     ok = np.isfinite(want)
     w = np.asarray(w, dtype=float)
-    for d in (nudge, -nudge):
+    for d in (nudge, -nudge, nudge / 4, -nudge / 4):  # two sizes: rounding noise can look stable at one
         v = rule.evaluate({f: c * (1 + d) for f, c in X.items()}, w * (1 + d))
         with np.errstate(all="ignore"):
             ok &= np.isfinite(v) & np.isclose(v, want, rtol=rtol, atol=rtol * 1e-3)
@@ -51,11 +51,12 @@ def test_callable_agrees_with_the_engine_where_finite(term, seed):
     assert fitted.shape == symbolic.shape == (N,)
     # 1e-12 where an input nudge of 9 ulp moves the value by less than 1e-13 (condition number
     # below about 50): NumPy's exp/log and the kernel's vector math differ by up to 3 ulp
-    ok = _conditioned(rule, X, w, nudge=2e-15, rtol=1e-13)
+    sane = np.abs(want) < 1e12  # not a quotient of rounding noise (a / (log a - log a))
+    ok = _conditioned(rule, X, w, nudge=2e-15, rtol=1e-13) & sane
     assert np.allclose(fitted[ok], want[ok], rtol=1e-12, atol=1e-12)
     assert np.array_equal(fitted, symbolic, equal_nan=True)
     # where the engine is finite and not near an overflow, the export is finite too
-    assert np.all(np.isfinite(fitted[_conditioned(rule, X, w)]))
+    assert np.all(np.isfinite(fitted[_conditioned(rule, X, w) & sane]))
 
 
 @settings(max_examples=60, deadline=None)
