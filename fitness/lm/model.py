@@ -81,7 +81,6 @@ class Block(nn.Module):
         h = self.out(F.gelu(self.fc(self.ln2(x))))
         return x + F.dropout(h, self.dropout, self.training), att
 
-
     def cached(self, x, kv):
         """The block on new positions x given the keys and values of the earlier ones (or None),
         in eval mode; returns its output and the keys and values so far."""
