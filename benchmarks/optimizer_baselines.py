@@ -7,10 +7,12 @@ seconds per run and per step.
     python3 benchmarks/optimizer_baselines.py                       # 4 seeds, 300 and 1,000 steps
     python3 benchmarks/optimizer_baselines.py --steps 5 --seeds 1 --long-steps 0   # smoke check
     python3 benchmarks/optimizer_baselines.py --sweep-lr --seeds 2 --long-steps 0  # tune the lrs first
+    python3 benchmarks/optimizer_baselines.py --sweep-lr --sweep-only --seeds 1 --cache-dir ~/.cache/evo-rules
 
-`--sweep-lr` first trains Muon at 0.5, 1 and 2 times its learning rate and the AdamW baseline at
-1/3, 1 and 3 times its own (at `--steps`, on seeds 3000.., scored on the rule-valid stories) and
-uses the best of each for the table.
+`--sweep-lr` first tunes, one after the other, Muon's learning rate (0.5, 1 and 2 times the
+default), Muon's AdamW part for embeddings and norms (`adam_lr`, 0.5 to 4 times) and the AdamW
+baseline's (1/3, 1 and 3 times), each by the mean loss on the rule-valid stories at `--steps`
+and `--long-steps` on seeds 3000.., and uses the best of each for the table.
 
 The same code path as the task's final table (`OptimizerTask.final_evaluation`, no searched
 rules). Runs go to a fresh temporary cache unless `--cache-dir` names one (then a rerun reuses
@@ -44,7 +46,8 @@ def main(argv=None) -> int:
     ap.add_argument("--adam-lr", type=float, default=None, help="AdamW's, for Muon's non-matrix parameters")
     ap.add_argument("--adamw-lr", type=float, default=None, help="the AdamW baseline's")
     ap.add_argument("--cache-dir", default="", help="keep the runs here (default: a temporary folder)")
-    ap.add_argument("--sweep-lr", action="store_true", help="tune Muon's and AdamW's learning rates first")
+    ap.add_argument("--sweep-lr", action="store_true", help="tune Muon's two and AdamW's learning rates first")
+    ap.add_argument("--sweep-only", action="store_true", help="with --sweep-lr: print the tuned rates, no table")
     args = ap.parse_args(argv)
     settings = {"steps": args.steps, "long_steps": args.long_steps or args.steps, "final_seeds": args.seeds,
                 "threads": args.threads, "final_workers": args.workers}
@@ -60,6 +63,10 @@ def main(argv=None) -> int:
         built = time.perf_counter() - started
         if args.sweep_lr:
             task = sweep(task, settings, args.cache_dir or tmp)
+            if args.sweep_only:
+                s = task.settings
+                print(f"tuned: lr {s['lr']:.4g}, adam_lr {s['adam_lr']:.4g}, adamw_lr {s['adamw_lr']:.4g}")
+                return 0
         res = task.final_evaluation([], progress=True)
     print(res["text"])
     s = task.settings
@@ -78,21 +85,29 @@ SWEEP_FIRST_SEED = 3000  # tuning seeds: not the search's (1), the gate's (1000+
 
 
 def sweep(task: OptimizerTask, settings: dict, cache_dir: str) -> OptimizerTask:
-    """The task with Muon's `lr` and the AdamW baseline's `adamw_lr` set to the best of three
-    (mean loss on the rule-valid stories at `steps`, over seeds of their own: tuning never sees
-    the test stories nor the final table's seeds)."""
-    s = task.settings
+    """The task with Muon's `lr`, then Muon's `adam_lr` (its AdamW part: embeddings and norms),
+    then the AdamW baseline's `adamw_lr` each set to the best of a few multiples of the current
+    value (mean loss on the rule-valid stories over seeds of their own and over both horizons,
+    `steps` and `long_steps`: tuning never sees the test stories nor the final table's seeds,
+    and a rate tuned at 300 steps alone can be too small at 1,000)."""
+    s = dict(task.settings)
     seeds = [SWEEP_FIRST_SEED + i for i in range(s["final_seeds"])]
-    best = {}
-    for key, base, factors in (("lr", "muon", (0.5, 1.0, 2.0)), ("adamw_lr", "adamw", (1 / 3, 1.0, 3.0))):
+    horizons = sorted({s["steps"], s["long_steps"]})
+    for key, base, factors in (("lr", "muon", (0.5, 1.0, 2.0)), ("adam_lr", "muon", (0.5, 1.0, 2.0, 4.0)),
+                               ("adamw_lr", "adamw", (1 / 3, 1.0, 3.0))):
         scores = {}
         for f in factors:
-            t = OptimizerTask(cache_dir=cache_dir, **{**settings, key: s[key] * f})
-            scores[t.settings[key]] = sum(t.run(base=base, seed=k)["valid"] for k in seeds) / len(seeds)
-            print(f"  {base} {key} = {t.settings[key]:.4g}: mean valid-story loss {scores[t.settings[key]]:.4f}",
+            t = OptimizerTask(cache_dir=cache_dir, **{**settings, **{k: s[k] for k in ("lr", "adam_lr", "adamw_lr")},
+                                                      key: s[key] * f})
+            runs = t._run_all([dict(base=base, seed=k, steps=h) for k in seeds for h in horizons])
+            per = {h: sum(r["valid"] for r, (k, hh) in zip(runs, [(k, h) for k in seeds for h in horizons])
+                          if hh == h) / len(seeds) for h in horizons}
+            scores[t.settings[key]] = sum(per.values()) / len(per)
+            print(f"  {base} {key} = {t.settings[key]:.4g}: mean valid-story loss "
+                  + ", ".join(f"{per[h]:.4f} at {h}" for h in horizons) + f" (mean {scores[t.settings[key]]:.4f})",
                   flush=True)
-        best[key] = min(scores, key=scores.get)
-    return OptimizerTask(cache_dir=cache_dir, **{**settings, **best})
+        s[key] = min(scores, key=scores.get)
+    return OptimizerTask(cache_dir=cache_dir, **{**settings, **{k: s[k] for k in ("lr", "adam_lr", "adamw_lr")}})
 
 
 if __name__ == "__main__":

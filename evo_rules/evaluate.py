@@ -58,6 +58,8 @@ OPTIONAL_TASK_PARTS = {
     "final_evaluation": "(rules, progress) -> dict: expensive tasks' true metric on the test split",
     "evaluate": "(rule_text, weights, part) -> metrics: a black-box task scores rules itself",
     "meta": "dict: what an expensive task's precompute recorded (its `seconds`)",
+    "prefetch": "([(task, rule_text, weights)]) -> None: a black-box task runs the evaluations "
+                "ahead, in parallel and cached (the rerun gate's, serial otherwise)",
 }
 
 

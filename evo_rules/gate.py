@@ -22,11 +22,12 @@ and-match-distractor, a size-16 rule 0.004 behind on validation and ahead on tes
 from __future__ import annotations
 
 import math
+import re
 from typing import Mapping
 
 import numpy as np
 
-from .evaluate import fit_and_score, task_has, unit_scores
+from .evaluate import BLACKBOX_WEIGHT, fit_and_score, is_blackbox, task_has, unit_scores
 from .fit_settings import FitSettings
 from .rule import parse
 
@@ -96,6 +97,8 @@ def distinct_finalists(rules: list[tuple[str, list[float], int]], task, n: int) 
     represented by its smallest member (the best-ranked one among equal sizes)."""
     if n <= 0:
         return []
+    if is_blackbox(task):  # no rows: equal when equal with every weight the constant it is
+        return _distinct_by_text([_bound_text(text) for text, _, _ in rules], [r[2] for r in rules], n)
     try:
         X = task.batch("valid").X
     except (AttributeError, KeyError, ValueError, NotImplementedError):
@@ -112,6 +115,30 @@ def distinct_finalists(rules: list[tuple[str, list[float], int]], task, n: int) 
         elif size < rules[groups[same][0]][2]:
             groups[same] = (k, groups[same][1])
     return [k for k, _ in groups[:n]]
+
+
+_WEIGHT = re.compile(r"(?<![\w.])w\d*(?![\w.])")
+
+
+def _bound_text(text: str) -> str:
+    """A black-box rule's canonical text with its weights written as BLACKBOX_WEIGHT, the
+    constants they are (so `(mul w0 x.u)` and `x.u` are one function)."""
+    try:
+        return parse(_WEIGHT.sub(repr(BLACKBOX_WEIGHT), text), check_constants=False).text
+    except ValueError:
+        return text
+
+
+def _distinct_by_text(texts: list[str], sizes: list[int], n: int) -> list[int]:
+    first: dict[str, int] = {}  # text -> index of the smallest member (best-ranked among equal sizes)
+    order: list[str] = []
+    for k, t in enumerate(texts):
+        if t not in first:
+            first[t] = k
+            order.append(t)
+        elif sizes[k] < sizes[first[t]]:
+            first[t] = k
+    return [first[t] for t in order[:n]]
 
 
 def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, linear_text: str | None,
@@ -132,6 +159,10 @@ def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, line
         else:
             runs.append((task, seed, f"random initial weights, seed {seed}"))
 
+    if is_blackbox(task) and task_has(task, "prefetch"):  # its runs in parallel, then look-ups
+        rules = [parse(x, check_constants=False) for x in ([linear_text] if linear_text else []) + texts]
+        task.prefetch([(t, r.text, (BLACKBOX_WEIGHT,) * len(r.params)) for t, _, _ in runs for r in rules])
+
     def metric(text, t, init_seed) -> float:
         return fit_and_score(text, t, fit_settings, "valid", init_seed).metric
 
@@ -142,6 +173,7 @@ def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, line
         metrics = [metric(text, t, init_seed) for t, init_seed, _ in runs]
         out.append({
             "text": text,
+            "metric": runs[0][0].metric_name,  # the reruns' (a task's rerun tasks may measure another)
             "metrics": metrics,
             "linear": linear,
             "reruns": [how for _, _, how in runs],

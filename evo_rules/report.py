@@ -350,7 +350,7 @@ def format_report(report: dict) -> str:
     if gate:
         lin = b.get("linear", {}).get("text")
         lines.append("rerun gate (finalists rerun on fresh seeds; a finalist passes if it beats the "
-                     f"linear baseline in every rerun; validation {metric}):")
+                     f"linear baseline in every rerun; validation {gate[0].get('metric', metric)}):")
         if lin:
             lines.append(f"  baseline: linear rule {lin}")
         for g in gate:

@@ -8,6 +8,13 @@ tokenizer, then measured by its mean next-token loss on the held-out stories of 
 for ("valid": the rule-valid stories, the search's fitness; "test": the test stories). The
 metric `neg_loss` is minus that loss, so higher is better.
 
+With `fitness = "both"` a rule is scored at two horizons, `steps` and `long_steps`: the metric
+`lead_vs_muon` is the smaller of Muon's loss minus the rule's at the two (seed `seed`, the same
+part), so a rule leads only by beating Muon at both; a gain that reverses with the horizon
+scores as a loss. The long run is raced: it is trained only for a rule that leads at `steps`
+on the valid stories (a rule that does not lead there scores its short lead, which is already
+<= 0 and at least its true two-horizon lead).
+
 A black-box task (`loss = "blackbox"`): nothing is fitted, `evaluate(rule_text, weights, part)`
 runs the rule; the engine sets every weight `w` of such a rule to 1.0 (evo_rules.evaluate), so a
 rule's scales come from its form and its numbers. A run that yields a non-finite step or loss
@@ -45,6 +52,7 @@ PARTS = ("valid", "test")
 FINAL_FIRST_SEED = 2000  # the final table's seeds: neither the search's nor the rerun gate's (1000+)
 CACHE_VERSION = 1
 MODES = ("replace", "gate", "correct")
+FITNESS = ("short", "both")  # the search's metric: loss at `steps`, or the lead over Muon at both horizons
 SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1_000_000),
             "seed": Setting(int, 0, 2**31 - 1), "final_seeds": Setting(int, 1, 64),
             "n_layer": Setting(int, 1, 64), "n_head": Setting(int, 1, 64),
@@ -55,16 +63,17 @@ SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1
             "data": Setting(str), "max_stories": Setting(int, 0, 1_000_000_000),
             "eval_sequences": Setting(int, 1, 100_000), "threads": Setting(int, 1, 4_096),
             "cache_dir": Setting(str), "final_workers": Setting(int, 0, 1_024),
-            "gate_long": Setting(bool)}
+            "gate_long": Setting(bool), "fitness": Setting(str, choices=FITNESS)}
 DEFAULTS = {"steps": 300, "long_steps": 1000, "seed": 1, "final_seeds": 4, "n_layer": 4, "n_head": 4,
             "n_embd": 128, "context": 256, "batch": 4, "lr": 0.005, "adam_lr": 3e-3, "adamw_lr": 1e-3,
             "weight_decay": 0.0, "mode": "correct", "data": "", "max_stories": 0, "eval_sequences": 128,
-            "threads": 1, "cache_dir": "", "final_workers": 0, "gate_long": False}
+            "threads": 1, "cache_dir": "", "final_workers": 0, "gate_long": False,
+            "fitness": "short"}
 # settings that do not change a run's numbers (kept out of the fingerprint and the run digests);
 # final_workers: processes for the final table's runs (0: one per core), each run on `threads`;
 # gate_long: the rerun gate also trains at long_steps, so a rule must beat Muon at both horizons
 # (the search's 300-step winners have lost at 1,000: a short-horizon gain is no gain)
-_EXECUTION = ("long_steps", "final_seeds", "cache_dir", "final_workers", "gate_long")
+_EXECUTION = ("long_steps", "final_seeds", "cache_dir", "final_workers", "gate_long", "fitness")
 
 
 def check_task_settings(settings) -> None:
@@ -78,7 +87,6 @@ def check_task_settings(settings) -> None:
 class OptimizerTask:
     name = "tinystories-optimizer"
     loss = "blackbox"
-    metric_name = "neg_loss"
 
     def __init__(self, **settings):
         settings = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in settings.items()}
@@ -91,15 +99,22 @@ class OptimizerTask:
 
         self.features = FEATURES
         self.mode = self.settings["mode"]
+        self.metric_name = "lead_vs_muon" if self.settings["fitness"] == "both" else "neg_loss"
         from .memory import default_cache_dir
 
         self.cache_dir = Path(self.settings["cache_dir"]) if self.settings["cache_dir"] else default_cache_dir()
         self.data = _load_data(self.settings)
-        self.fingerprint = self._fingerprint()
+        self.fingerprint, self.run_fingerprint = self._fingerprints()
 
-    def _fingerprint(self) -> str:
-        return fingerprint_of(self.name, {k: v for k, v in self.settings.items() if k not in _EXECUTION},
+    def _fingerprints(self) -> tuple[str, str]:
+        """(the task's fingerprint, the run cache's): a run's numbers depend on the settings
+        but `_EXECUTION`; with fitness "both" the task's (the fitness cache's key) adds the
+        long horizon, while the runs stay shared with fitness "short"."""
+        runs = fingerprint_of(self.name, {k: v for k, v in self.settings.items() if k not in _EXECUTION},
                               self.data["digest"], str(CACHE_VERSION))
+        if self.settings["fitness"] == "short":
+            return runs, runs
+        return fingerprint_of(self.name, {"fitness": "both", "long_steps": self.settings["long_steps"]}, runs), runs
 
     # ------------------------------------------------------------------ the black-box protocol
 
@@ -109,8 +124,28 @@ class OptimizerTask:
             raise ValueError(f"unknown part {part!r} (use one of {PARTS})")
         run = self.run(rule=rule_text, weights=list(weights), mode=self.mode)
         loss = run[part]
-        return {self.metric_name: -loss if math.isfinite(loss) else math.nan, "loss": loss,
-                "train_loss": run["train"]}
+        if self.settings["fitness"] == "short":
+            return {self.metric_name: -loss if math.isfinite(loss) else math.nan, "loss": loss,
+                    "train_loss": run["train"]}
+        return self._lead(rule_text, weights, run, part)
+
+    def _lead(self, rule_text: str, weights, run: dict, part: str) -> dict[str, float]:
+        """Fitness "both": the rule's lead over Muon (same seed, same part) at `steps` and,
+        raced, at `long_steps`; the metric is the smaller lead."""
+        muon = self.linear_rule_text()
+        short = self.run(rule=muon, mode=self.mode)[part] - run[part]
+        out = {"loss": run[part], "train_loss": run["train"], "lead_short": short}  # metrics are finite or absent
+        lead = short
+        valid_lead = self.run(rule=muon, mode=self.mode)["valid"] - run["valid"]
+        long = self.settings["long_steps"]
+        if math.isfinite(short) and valid_lead > 0 and long != self.settings["steps"]:
+            rule_long = self.run(rule=rule_text, weights=list(weights), mode=self.mode, steps=long)
+            lead_long = self.run(rule=muon, mode=self.mode, steps=long)[part] - rule_long[part]
+            lead = min(short, lead_long)  # NaN where the long run failed: an invalid rule
+            out.update(long_loss=rule_long[part], lead_long=lead_long)
+        out = {k: v for k, v in out.items() if math.isfinite(v)}
+        out[self.metric_name] = lead if math.isfinite(lead) else math.nan
+        return out
 
     def batch(self, part: str):
         raise NotImplementedError(f"{self.name} is a black-box task: it has no rows to fit")
@@ -133,24 +168,30 @@ class OptimizerTask:
                 out[name] = t
         return out
 
-    def resample(self, seed: int, steps: int | None = None) -> "OptimizerTask":
+    def resample(self, seed: int, steps: int | None = None, fitness: str | None = None) -> "OptimizerTask":
         """The same task with another training seed (other initial weights and data order), and
-        `steps` training steps where given."""
+        `steps` training steps and `fitness` where given."""
         t = OptimizerTask.__new__(OptimizerTask)
         t.__dict__.update(self.__dict__)
         t.settings = {**self.settings, "seed": int(seed)}
         if steps is not None:
             t.settings["steps"] = int(steps)
-        t.fingerprint = t._fingerprint()
+        if fitness is not None:
+            t.settings["fitness"] = fitness
+            t.metric_name = "lead_vs_muon" if fitness == "both" else "neg_loss"
+        t.fingerprint, t.run_fingerprint = t._fingerprints()
         return t
 
     def rerun_tasks(self, seed: int) -> list[tuple["OptimizerTask", str]]:
         """The rerun gate's tasks for `seed`: training for `steps`, and for `long_steps` too
-        with `gate_long` (a rule passes only by beating Muon in each)."""
+        with `gate_long` or fitness "both" (a rule passes only by beating Muon in each). Each
+        compares losses at one horizon (fitness "short")."""
         horizons = [self.settings["steps"]]
-        if self.settings["gate_long"] and self.settings["long_steps"] != horizons[0]:
+        both = self.settings["gate_long"] or self.settings["fitness"] == "both"
+        if both and self.settings["long_steps"] != horizons[0]:
             horizons.append(self.settings["long_steps"])
-        return [(self.resample(seed, steps), f"seed {seed}, {steps} steps") for steps in horizons]
+        return [(self.resample(seed, steps, fitness="short"), f"seed {seed}, {steps} steps")
+                for steps in horizons]
 
     def __repr__(self) -> str:
         s = self.settings
@@ -185,7 +226,7 @@ class OptimizerTask:
         weights = [float(w) for w in (weights or [])]
         key = fingerprint_of("optimizer-run", {"rule": text, "weights": weights, "mode": mode, "base": base,
                                                "seed": seed, "steps": steps},
-                             self.fingerprint)
+                             self.run_fingerprint)
         return self.cache_dir / "optimizer-runs" / f"{key}.json", text, weights, seed, steps
 
     def final_evaluation(self, rules: Sequence[dict], progress: bool = True) -> dict:
@@ -235,24 +276,44 @@ class OptimizerTask:
         out["text"] = format_table(out, self.settings)
         return out
 
+    def prefetch(self, jobs: Sequence[tuple["OptimizerTask", str, Sequence[float]]]) -> None:
+        """Train the runs that `t.evaluate(text, weights, part)` will need, for each (t, text,
+        weights) of `jobs` (t: this task or one of its `resample`s), on `final_workers`
+        processes, so those evaluations are cache look-ups (the rerun gate, serial otherwise)."""
+        calls = []
+        for t, text, weights in jobs:
+            calls.append({"on": (t.settings["seed"], t.settings["steps"]), "rule": text,
+                          "weights": list(weights), "mode": t.mode})
+            if t.settings["fitness"] == "both":  # its Muon runs; the rule's long run is raced
+                calls.append({"on": (t.settings["seed"], t.settings["steps"]),
+                              "rule": t.linear_rule_text(), "mode": t.mode})
+        self._run_all(calls)
+
+    def _on(self, on: tuple[int, int] | None) -> "OptimizerTask":
+        return self if on is None else self.resample(*on)
+
     def _run_all(self, calls: list[dict], bar=None) -> list[dict]:
-        """`self.run(**call)` for every call, in order; the runs not yet cached go to
-        `final_workers` processes (each run is seeded and single-threaded, so its numbers do not
-        depend on where it runs, and each is cached as it finishes)."""
+        """`self.run(**call)` for every call, in order (a call's "on": (seed, steps) runs it on
+        `self.resample(seed, steps)`); the runs not yet cached go to `final_workers` processes
+        (each run is seeded and single-threaded, so its numbers do not depend on where it runs,
+        and each is cached as it finishes)."""
         out: list[dict | None] = [None] * len(calls)
         todo = []
         for k, call in enumerate(calls):
-            cached = self.cached_run(**call)
+            call = dict(call)
+            cached = self._on(call.pop("on", None)).cached_run(**call)
             if cached is None:
                 todo.append(k)
             else:
                 out[k] = cached
                 if bar is not None:
                     bar.update(1)
+        todo.sort(key=lambda k: -(calls[k].get("steps") or self.settings["steps"]))  # long runs first: a shorter tail
         workers = min(self.settings["final_workers"] or os.cpu_count() or 1, len(todo))
         if workers <= 1:
             for k in todo:
-                out[k] = self.run(**calls[k])
+                call = dict(calls[k])
+                out[k] = self._on(call.pop("on", None)).run(**call)
                 if bar is not None:
                     bar.update(1)
             return out  # type: ignore[return-value]
@@ -280,7 +341,8 @@ def _worker_init(settings: dict) -> None:
 
 def _worker_run(call: dict) -> dict:
     assert _WORKER_TASK is not None
-    return _WORKER_TASK.run(**call)
+    call = dict(call)
+    return _WORKER_TASK._on(call.pop("on", None)).run(**call)
 
 
 def format_table(res: dict, settings: dict) -> str:

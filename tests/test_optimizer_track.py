@@ -261,6 +261,7 @@ def test_runs_are_cached_on_disk(task, monkeypatch):
 
     first = task.run(rule="(log x.g)", mode="correct")
     assert math.isnan(first["valid"])
+    muon = task.run(base="muon")
 
     def no_training(*a, **k):
         raise AssertionError("trained again")
@@ -268,7 +269,7 @@ def test_runs_are_cached_on_disk(task, monkeypatch):
     monkeypatch.setattr(optimizer, "train_run", no_training)
     again = task.run(rule="(log x.g)", mode="correct")
     assert math.isnan(again["valid"]) and again["failed"] == first["failed"]
-    assert task.run(base="muon") == task.run(base="muon")
+    assert task.run(base="muon") == muon
 
 
 def test_resample_linear_rule_and_modes(task):
@@ -299,6 +300,51 @@ def test_gate_long_makes_the_gate_train_at_both_horizons(task):
     muon = [-task.run(base="muon", seed=seed, steps=steps)["valid"] for seed in (1000, 1001) for steps in (3, 4)]
     assert got["metrics"] == pytest.approx(want) and got["linear"] == pytest.approx(muon)
     assert got["passed"] == all(a > b for a, b in zip(want, muon))
+
+
+def test_fitness_both_scores_the_smaller_lead_over_muon_and_races_the_long_run(task):
+    both = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both", **TINY)
+    assert both.metric_name == "lead_vs_muon" and both.fingerprint != task.fingerprint  # its own fitness cache
+    assert both.run_fingerprint == task.run_fingerprint  # ... and the same training runs
+    muon = task.linear_rule_text()
+    raced = {}
+    for rule in [muon, "(mul 0.5 x.m)", "(mul -0.5 x.u)", "x.u", "(mul 3 x.u)", "(mul -1 x.g)"]:
+        r = evaluate_rule(rule, both, {}, "valid")
+        short = task.run(rule=muon, mode="correct")["valid"] - task.run(rule=rule, mode="correct")["valid"]
+        long_run = task.cached_run(rule=rule, mode="correct", steps=4)
+        if short > 0:  # leads at `steps`: trained at long_steps too, the metric is the smaller lead
+            lead_long = task.run(rule=muon, mode="correct", steps=4)["valid"] - long_run["valid"]
+            assert r["metric"] == pytest.approx(min(short, lead_long))
+            assert r["metrics"]["lead_long"] == pytest.approx(lead_long)
+        else:  # no lead at `steps`: no long run, the metric is the short lead (<= 0)
+            assert long_run is None and r["metric"] == pytest.approx(short) and r["metric"] <= 0
+        raced[rule] = short > 0
+        t = evaluate_rule(rule, both, {}, "test")  # the test part races on the valid stories too
+        assert (task.cached_run(rule=rule, mode="correct", steps=4) is not None) == (short > 0)
+        assert math.isfinite(t["metric"])
+    assert raced[muon] is False and True in raced.values() and False in list(raced.values())[1:]
+    # the gate compares losses, one horizon at a time, at both horizons
+    assert [(t.metric_name, how) for t, how in both.rerun_tasks(1000)] == [
+        ("neg_loss", "seed 1000, 3 steps"), ("neg_loss", "seed 1000, 4 steps")]
+
+
+def test_prefetch_trains_what_the_gate_then_looks_up(task, monkeypatch):
+    from evo_rules.fitness import optimizer
+    from evo_rules.gate import rerun_gate
+
+    both = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both",
+                             final_workers=1, **TINY)
+    rules = ["(mul 0.25 x.m x.t)", "(mul w x.g)"]
+    both.prefetch([(t, parse(x).text, [BLACKBOX_WEIGHT] * len(parse(x).params))
+                   for t, _ in both.rerun_tasks(1002) for x in [*rules, both.linear_rule_text()]])
+
+    def no_training(*a, **k):
+        raise AssertionError("trained after the prefetch")
+
+    monkeypatch.setattr(optimizer, "train_run", no_training)
+    got = rerun_gate(rules, both, {}, both.linear_rule_text(), seeds=1, first_seed=1002)
+    assert [g["reruns"] for g in got] == [["seed 1002, 3 steps", "seed 1002, 4 steps"]] * 2
+    assert all(math.isfinite(m) for g in got for m in g["metrics"] + g["linear"])
 
 
 def test_final_evaluation_table(task):

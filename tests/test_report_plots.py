@@ -54,6 +54,17 @@ def test_distinct_finalists_merge_exactly_the_equal_functions(task, w, extra, ze
     assert distinct_finalists([lin, differs], task, 3) == [0, 1]
 
 
+def test_black_box_finalists_are_distinct_with_their_weights_as_the_constants_they_are():
+    class BlackBox:  # no rows to compare outputs on: every weight is BLACKBOX_WEIGHT (1.0)
+        loss = "blackbox"
+
+    rules = [("(mul w0 x.u)", [], 3), ("x.u", [], 1), ("(mul 2 x.u)", [], 3), ("(add (mul w0 x.g x.w) x.u)", [], 6),
+             ("(add (mul x.g x.w) x.u)", [], 5)]
+    # (mul w0 x.u) is x.u: the pair stands at the first's place, as its smaller member
+    assert distinct_finalists(rules, BlackBox(), 5) == [1, 2, 4]
+    assert distinct_finalists(rules, BlackBox(), 2) == [1, 2]
+
+
 def test_the_report_ranks_ties_to_the_smaller_rule_and_names_its_finalists(run):
     rep = json.load(open(os.path.join(run, "report.json")))
     keys = [(-e["metric"], e["size"], e["id"]) for e in rep["hall_of_fame"]]
