@@ -396,3 +396,30 @@ def test_bad_settings_name_the_key(bad, key):
 def test_registered_with_its_features():
     assert "tinystories-optimizer" in registry.task_names()
     assert registry.features_before_build("tinystories-optimizer", {}) == FEATURES
+
+
+def test_lr_sweep_picks_each_rate_by_the_mean_valid_loss_at_both_horizons(tmp_path, capsys):
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
+                        "optimizer_baselines.py")
+    spec = importlib.util.spec_from_file_location("optimizer_baselines", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    settings = {**TINY, "final_seeds": 1, "final_workers": 1}
+    task = registry.get_task("tinystories-optimizer", cache_dir=str(tmp_path), **settings)
+    tuned = mod.sweep(task, settings, str(tmp_path))
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 + 4 + 3  # Muon's lr, Muon's AdamW part, the AdamW baseline
+    for key, base, block in (("lr", "muon", lines[:3]), ("adam_lr", "muon", lines[3:7]),
+                             ("adamw_lr", "adamw", lines[7:])):
+        scores = {float(ln.split("= ")[1].split(":")[0]): float(ln.rsplit("(mean ", 1)[1].rstrip(")")) for ln in block}
+        assert all(f" {base} {key} = " in ln and " at 3, " in ln and " at 4 " in ln for ln in block)
+        assert tuned.settings[key] == pytest.approx(min(scores, key=scores.get), rel=1e-3)
+    # each score is the mean over the two horizons of the valid-story loss, on the sweep's seed
+    t = registry.get_task("tinystories-optimizer", cache_dir=str(tmp_path),
+                          **{**settings, **{k: tuned.settings[k] for k in ("lr", "adam_lr", "adamw_lr")}})
+    want = sum(t.run(base="adamw", seed=mod.SWEEP_FIRST_SEED, steps=h)["valid"] for h in (3, 4)) / 2
+    best_adamw = min(float(ln.rsplit("(mean ", 1)[1].rstrip(")")) for ln in lines[7:])
+    assert want == pytest.approx(best_adamw, abs=1e-4)
