@@ -33,9 +33,10 @@ def _conditioned(rule: Rule, X: dict, w, nudge: float = 1e-13, rtol: float = 1e-
     ok = np.isfinite(want)
     w = np.asarray(w, dtype=float)
     for d in (nudge, -nudge, nudge / 4, -nudge / 4):  # two sizes: rounding noise can look stable at one
-        v = rule.evaluate({f: c * (1 + d) for f, c in X.items()}, w * (1 + d))
-        with np.errstate(all="ignore"):
-            ok &= np.isfinite(v) & np.isclose(v, want, rtol=rtol, atol=rtol * 1e-3)
+        # features and weights apart: nudged together, a quotient x.a / w would not move at all
+        for v in (rule.evaluate({f: c * (1 + d) for f, c in X.items()}, w), rule.evaluate(X, w * (1 + d))):
+            with np.errstate(all="ignore"):
+                ok &= np.isfinite(v) & np.isclose(v, want, rtol=rtol, atol=rtol * 1e-3)
     return ok
 
 
