@@ -102,12 +102,15 @@ class OptimizerTask:
 
         self.features = FEATURES
         self.mode = self.settings["mode"]
-        self.metric_name = "lead_vs_muon" if self.settings["fitness"] == "both" else "neg_loss"
         from .memory import default_cache_dir
 
         self.cache_dir = Path(self.settings["cache_dir"]) if self.settings["cache_dir"] else default_cache_dir()
         self.data = _load_data(self.settings)
         self.fingerprint, self.run_fingerprint = self._fingerprints()
+
+    @property
+    def metric_name(self) -> str:
+        return "lead_vs_muon" if self.settings["fitness"] == "both" else "neg_loss"
 
     def _fingerprints(self) -> tuple[str, str]:
         """(the task's fingerprint, the run cache's): a run's numbers depend on the settings
@@ -136,10 +139,11 @@ class OptimizerTask:
         """Fitness "both": the rule's lead over Muon (same seed, same part) at `steps` and,
         raced, at `long_steps`; the metric is the smaller lead."""
         muon = self.linear_rule_text()
-        short = self.run(rule=muon, mode=self.mode)[part] - run[part]
+        muon_short = self.run(rule=muon, mode=self.mode)
+        short = muon_short[part] - run[part]
         out = {"loss": run[part], "train_loss": run["train"], "lead_short": short}  # metrics are finite or absent
         lead = short
-        valid_lead = self.run(rule=muon, mode=self.mode)["valid"] - run["valid"]
+        valid_lead = muon_short["valid"] - run["valid"]
         long = self.settings["long_steps"]
         if math.isfinite(short) and valid_lead > 0 and long != self.settings["steps"]:
             rule_long = self.run(rule=rule_text, weights=list(weights), mode=self.mode, steps=long)
@@ -181,7 +185,6 @@ class OptimizerTask:
             t.settings["steps"] = int(steps)
         if fitness is not None:
             t.settings["fitness"] = fitness
-            t.metric_name = "lead_vs_muon" if fitness == "both" else "neg_loss"
         t.fingerprint, t.run_fingerprint = t._fingerprints()
         return t
 
@@ -281,16 +284,10 @@ class OptimizerTask:
 
     def prefetch(self, jobs: Sequence[tuple["OptimizerTask", str, Sequence[float]]]) -> None:
         """Train the runs that `t.evaluate(text, weights, part)` will need, for each (t, text,
-        weights) of `jobs` (t: this task or one of its `resample`s), on `final_workers`
-        processes, so those evaluations are cache look-ups (the rerun gate, serial otherwise)."""
-        calls = []
-        for t, text, weights in jobs:
-            calls.append({"on": (t.settings["seed"], t.settings["steps"]), "rule": text,
-                          "weights": list(weights), "mode": t.mode})
-            if t.settings["fitness"] == "both":  # its Muon runs; the rule's long run is raced
-                calls.append({"on": (t.settings["seed"], t.settings["steps"]),
-                              "rule": t.linear_rule_text(), "mode": t.mode})
-        self._run_all(calls)
+        weights) of `jobs` (t: this task or one of its `resample`s with fitness "short", as the
+        gate's are), on `final_workers` processes, so those evaluations are cache look-ups."""
+        self._run_all([{"on": (t.settings["seed"], t.settings["steps"]), "rule": text, "weights": list(weights),
+                        "mode": t.mode} for t, text, weights in jobs])
 
     def _on(self, on: tuple[int, int] | None) -> "OptimizerTask":
         return self if on is None else self.resample(*on)
