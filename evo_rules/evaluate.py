@@ -48,6 +48,7 @@ INIT_SCALE = 0.5  # standard deviation of the random start weights a seeded re-f
 # fingerprint, batch, score) that the engine uses when a task has them.
 OPTIONAL_TASK_PARTS = {
     "linear_rule_text": "() -> str: the linear baseline rule (seeded, gated against, reported)",
+    "baseline_name": "str: what reports call that baseline where it is not a linear rule (e.g. 'Muon')",
     "reference_rules": "() -> list or {name: text}: hand-written rules, reported beside the search's",
     "oracle": "(part) -> float: the best metric any scorer can reach (the report's gap closed)",
     "score_units": "(part, scorer) -> array: the metric split into units (one-standard-error winner)",

@@ -221,7 +221,8 @@ def baselines(search, fits: StoredFits) -> dict:
         text = task.linear_rule_text()
         r = fits.evaluation(text, "test")
         out["linear"] = {"text": r.text, "test_metrics": dict(r.metrics), "weights": list(r.weights),
-                         "size": r.size, "valid_metrics": valid_of(text)}
+                         "size": r.size, "valid_metrics": valid_of(text),
+                         "name": task.baseline_name if task_has(task, "baseline_name") else "linear rule"}
     if task_has(task, "reference_rules"):
         refs = []
         for text in reference_texts(task):
@@ -283,13 +284,13 @@ def format_summary(report: dict) -> list[str]:
         what = "winner" if sm["winner"] else "best (no finalist passed the rerun gate)"
         lines.append(f"  {what}: {rule.get('infix') or _infix(rule['text'], rule['weights'])}")
         lines.append(f"  {'':{len(what)}}  {rule['text']}  (size {rule['size']})")
-    vs = [f"test {metric} {_f(sm['test_metric'])}", f"linear {_f(sm['linear'])}"]
+    vs = [f"test {metric} {_f(sm['test_metric'])}", f"{_baseline_name(report)} {_f(sm['linear'])}"]
     if sm["oracle"] is not None:
         vs.append(f"oracle {_f(sm['oracle'])}")
     if sm["reference"]:
         vs.append(f"reference{'s' if len(sm['reference']) > 1 else ''} " + " ".join(_f(r) for r in sm["reference"]))
     if sm["gap_closed"] is not None:
-        vs.append(f"gap closed {100 * sm['gap_closed']:.1f}% of linear -> oracle")
+        vs.append(f"gap closed {100 * sm['gap_closed']:.1f}% of {_baseline_name(report)} -> oracle")
     lines.append("  " + ", ".join(vs))
     secs = [t for t in report.get("seconds", []) if t is not None]
     rate = "-" if sm["cache_hit_rate"] is None else f"{100 * sm['cache_hit_rate']:.1f}%"
@@ -309,7 +310,8 @@ def format_report(report: dict) -> str:
     if b:
         lines.append("baselines:")
     if "linear" in b:
-        lines.append(f"  linear baseline  test {metric} = {b['linear']['test_metrics'].get(metric, float('nan')):.4f}")
+        lines.append(f"  {_baseline_name(report) + ' baseline':16} test {metric} = "
+                     f"{b['linear']['test_metrics'].get(metric, float('nan')):.4f}")
     if "oracle" in b:
         lines.append(f"  oracle           test {metric} = {b['oracle']['test_metrics'][metric]:.4f}")
     for r in b.get("reference", []):
@@ -349,10 +351,11 @@ def format_report(report: dict) -> str:
     gate = report.get("rerun_gate")
     if gate:
         lin = b.get("linear", {}).get("text")
+        name = _baseline_name(report)
         lines.append("rerun gate (finalists rerun on fresh seeds; a finalist passes if it beats the "
-                     f"linear baseline in every rerun; validation {gate[0].get('metric', metric)}):")
+                     f"{name} baseline in every rerun; validation {gate[0].get('metric', metric)}):")
         if lin:
-            lines.append(f"  baseline: linear rule {lin}")
+            lines.append(f"  baseline: {_baseline_name(report, short=False)} {lin}")
         for g in gate:
             labels = g.get("reruns")
             if labels:  # named reruns (e.g. seed and horizon): one line each, so a reader sees which failed
@@ -363,6 +366,14 @@ def format_report(report: dict) -> str:
                 vs = ", ".join(f"{m:.4f} vs {l:.4f}" for m, l in zip(g["metrics"], g["linear"]))
                 lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  {vs}")
     return "\n".join(lines)
+
+
+def _baseline_name(report: dict, short: bool = True) -> str:
+    """What the task calls its linear baseline: "linear" ("linear rule" with `short` False) unless
+    the task names it (the optimizer track's is Muon; reports from before the name was kept have
+    none)."""
+    name = report.get("baselines", {}).get("linear", {}).get("name", "linear rule")
+    return "linear" if short and name == "linear rule" else name
 
 
 def format_sweep(result: dict) -> str:

@@ -90,6 +90,7 @@ def check_task_settings(settings) -> None:
 class OptimizerTask:
     name = "tinystories-optimizer"
     loss = "blackbox"
+    baseline_name = "Muon"  # the linear baseline here is plain Muon (the rule 0 in correct mode)
 
     def __init__(self, **settings):
         settings = {k: (os.fspath(v) if isinstance(v, os.PathLike) else v) for k, v in settings.items()}
@@ -286,8 +287,11 @@ class OptimizerTask:
         """Train the runs that `t.evaluate(text, weights, part)` will need, for each (t, text,
         weights) of `jobs` (t: this task or one of its `resample`s with fitness "short", as the
         gate's are), on `final_workers` processes, so those evaluations are cache look-ups."""
-        self._run_all([{"on": (t.settings["seed"], t.settings["steps"]), "rule": text, "weights": list(weights),
-                        "mode": t.mode} for t, text, weights in jobs])
+        from tqdm import tqdm
+
+        with tqdm(total=len(jobs), unit="run", leave=False, desc="rerun gate: training runs") as bar:
+            self._run_all([{"on": (t.settings["seed"], t.settings["steps"]), "rule": text,
+                            "weights": list(weights), "mode": t.mode} for t, text, weights in jobs], bar)
 
     def _on(self, on: tuple[int, int] | None) -> "OptimizerTask":
         return self if on is None else self.resample(*on)
@@ -354,7 +358,8 @@ def format_table(res: dict, settings: dict) -> str:
         lines.append(f"  {h['steps']} steps:  {'rule':44s} {'mean':>7}  {'per seed':{8 * len(seeds)}s} wins")
         for r in h["rows"]:
             per = " ".join(f"{x:7.4f}" for x in r["losses"])
-            lines.append(f"  {'':12}{r['name'][:44]:44s} {r['mean']:7.4f}  {per} {r['wins_vs_muon']:2d}/{len(seeds)}")
+            wins = "  -" if r["name"] == "Muon" else f"{r['wins_vs_muon']:2d}/{len(seeds)}"
+            lines.append(f"  {'':12}{r['name'][:44]:44s} {r['mean']:7.4f}  {per} {wins}")
     return "\n".join(lines)
 
 

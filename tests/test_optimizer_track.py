@@ -362,6 +362,8 @@ def test_final_evaluation_table(task):
             assert len(r["losses"]) == 2 and r["mean"] == pytest.approx(sum(r["losses"]) / 2)
             assert r["wins_vs_muon"] == sum(a < b for a, b in zip(r["losses"], muon["losses"]))
     assert "AdamW" in res["text"] and "4 steps" in res["text"]
+    muon_lines = [x for x in res["text"].splitlines() if " Muon " in x]
+    assert len(muon_lines) == 2 and all(x.endswith(" -") for x in muon_lines)  # no wins against itself
 
 
 def test_final_table_is_the_same_from_one_process_or_several(tmp_path):

@@ -105,6 +105,21 @@ def test_report_opens_with_the_summary(run):
     assert "gap closed" in lines[4] and "evaluations, cache hit rate" in lines[5]
     assert text.count("exp(u) - ln(v)") == (1 if "(eml " in text else 0)
     assert f"baseline: linear rule {rep['baselines']['linear']['text']}" in text
+    assert rep["baselines"]["linear"]["name"] == "linear rule"
+
+
+def test_a_task_that_names_its_baseline_is_reported_by_that_name(run):
+    # the optimizer track's linear baseline is plain Muon: the report says so, not "linear rule"
+    from evo_rules.report import format_report
+
+    rep = json.load(open(os.path.join(run, "report.json")))
+    rep["baselines"]["linear"]["name"] = "Muon"
+    text = format_report(rep)
+    assert "linear" not in text.split("baselines:")[0].split("summary:")[1]
+    assert "  Muon baseline  " in text and "  linear baseline  " not in text
+    if rep["rerun_gate"]:
+        assert "beats the Muon baseline in every rerun" in text
+        assert f"baseline: Muon {rep['baselines']['linear']['text']}" in text
     for e in rep["hall_of_fame"]:
         assert f"= {e['infix']}" in text
 
