@@ -54,6 +54,8 @@ PARTS = ("valid", "test")
 # adam_lr never.)
 FINAL_FIRST_SEED = 2000  # the final table's seeds: neither the search's nor the rerun gate's (1000+)
 CACHE_VERSION = 1
+# fitness "both"'s scoring; 2: a rule whose long run fails is invalid (1 kept its short lead)
+LEAD_VERSION = 2
 MODES = ("replace", "gate", "correct")
 FITNESS = ("short", "both")  # the search's metric: loss at `steps`, or the lead over Muon at both horizons
 SETTINGS = {"steps": Setting(int, 1, 1_000_000), "long_steps": Setting(int, 1, 1_000_000),
@@ -121,7 +123,8 @@ class OptimizerTask:
                               self.data["digest"], str(CACHE_VERSION))
         if self.settings["fitness"] == "short":
             return runs, runs
-        return fingerprint_of(self.name, {"fitness": "both", "long_steps": self.settings["long_steps"]}, runs), runs
+        return fingerprint_of(self.name, {"fitness": "both", "long_steps": self.settings["long_steps"]}, runs,
+                              str(LEAD_VERSION)), runs
 
     # ------------------------------------------------------------------ the black-box protocol
 
@@ -149,7 +152,8 @@ class OptimizerTask:
         if math.isfinite(short) and valid_lead > 0 and long != self.settings["steps"]:
             rule_long = self.run(rule=rule_text, weights=list(weights), mode=self.mode, steps=long)
             lead_long = self.run(rule=muon, mode=self.mode, steps=long)[part] - rule_long[part]
-            lead = min(short, lead_long)  # NaN where the long run failed: an invalid rule
+            # NaN where the long run failed: an invalid rule (min() would drop a NaN second argument)
+            lead = min(short, lead_long) if math.isfinite(lead_long) else math.nan
             out.update(long_loss=rule_long[part], lead_long=lead_long)
         out = {k: v for k, v in out.items() if math.isfinite(v)}
         out[self.metric_name] = lead if math.isfinite(lead) else math.nan

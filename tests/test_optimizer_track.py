@@ -328,6 +328,25 @@ def test_fitness_both_scores_the_smaller_lead_over_muon_and_races_the_long_run(t
         ("neg_loss", "seed 1000, 3 steps"), ("neg_loss", "seed 1000, 4 steps")]
 
 
+def test_fitness_both_marks_a_rule_invalid_whose_long_run_fails(task, monkeypatch):
+    # a rule that leads at `steps` and diverges by `long_steps` is invalid, not scored by its short lead
+    both = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both", **TINY)
+    muon = task.linear_rule_text()
+    rule = next(r for r in ("(mul 0.5 x.m)", "(mul -0.5 x.u)", "x.u", "(mul 3 x.u)", "(mul -1 x.g)")
+                if task.run(rule=muon, mode="correct")["valid"] > task.run(rule=r, mode="correct")["valid"])
+    run = both.run
+
+    def diverging(**kw):
+        out = run(**kw)
+        if kw.get("rule") == rule and kw.get("steps") == 4:
+            out = {**out, "valid": math.nan, "test": math.nan}
+        return out
+
+    monkeypatch.setattr(both, "run", diverging)
+    r = evaluate_rule(rule, both, {}, "valid")
+    assert not r["valid"] and r["metric"] == INVALID_METRIC
+
+
 def test_prefetch_trains_what_the_gate_then_looks_up(task, monkeypatch):
     from evo_rules.fitness import optimizer
     from evo_rules.gate import rerun_gate
