@@ -289,7 +289,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
         "linear": dict(fits.evaluation(linear, "test").metrics) if linear else None,
         "oracle": float(task.oracle("test")) if task_has(task, "oracle") else None,
         "rerun_gate": rerun_gate([f["text"] for f in finalists[: config.rerun.finalists]], task,
-                                 config.fit_settings, linear, config.rerun.seeds),
+                                 config.fit_settings, linear, config.rerun.seeds, margin=config.rerun.margin),
         "seconds": round(time.perf_counter() - started, 3),
     }
     write_json(os.fspath(folder.sweep), result)

@@ -214,10 +214,15 @@ class CacheSection:
 class RerunSection:
     seeds: int = 3  # fresh seeds (resampled splits where the task supports it) per finalist
     finalists: int = 3
+    # a finalist passes by beating the baseline by more than this in every rerun: where a rerun
+    # is deterministic, a rule that changes nothing that matters differs from the baseline by
+    # rounding alone, and 0 would let such a rule pass by chance
+    margin: float = 0.0
 
     def check(self, where):
         _within(where, "seeds", self.seeds, 0, 1_000)
         _within(where, "finalists", self.finalists, 0, 1_000)
+        _within(where, "margin", self.margin, 0.0, 1e6)
 
 
 @dataclass(frozen=True)

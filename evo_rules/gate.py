@@ -142,7 +142,7 @@ def _distinct_by_text(texts: list[str], sizes: list[int], n: int) -> list[int]:
 
 
 def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, linear_text: str | None,
-               seeds: int, first_seed: int = 1000) -> list[dict]:
+               seeds: int, first_seed: int = 1000, margin: float = 0.0) -> list[dict]:
     """Each of `texts` re-fitted (`evaluate.fit_and_score`, validation split) in `seeds` reruns
     (a task's `rerun_tasks` may give several per seed) beside the linear rule; it passes when it
     beats the linear rule in every rerun (an invalid rule scores INVALID_METRIC there, so it
@@ -177,6 +177,7 @@ def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, line
             "metrics": metrics,
             "linear": linear,
             "reruns": [how for _, _, how in runs],
-            "passed": all(m > lin for m, lin in zip(metrics, linear)),
+            "margin": margin,
+            "passed": all(m > lin + margin for m, lin in zip(metrics, linear)),
         })
     return out

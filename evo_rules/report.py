@@ -199,7 +199,8 @@ def final_for(search, report: dict) -> dict:
 def gate_for(search, texts: list[str]) -> list[dict]:
     task = search.task
     linear = task.linear_rule_text() if task_has(task, "linear_rule_text") else None
-    return rerun_gate(texts, task, search.config.fit_settings, linear, search.config.rerun.seeds)
+    return rerun_gate(texts, task, search.config.fit_settings, linear, search.config.rerun.seeds,
+                      margin=search.config.rerun.margin)
 
 
 def reference_texts(task) -> list[str]:
@@ -352,16 +353,18 @@ def format_report(report: dict) -> str:
     if gate:
         lin = b.get("linear", {}).get("text")
         name = _baseline_name(report)
+        by = f" by more than {gate[0]['margin']:g}" if gate[0].get("margin") else ""
         lines.append("rerun gate (finalists rerun on fresh seeds; a finalist passes if it beats the "
-                     f"{name} baseline in every rerun; validation {gate[0].get('metric', metric)}):")
+                     f"{name} baseline{by} in every rerun; validation {gate[0].get('metric', metric)}):")
         if lin:
             lines.append(f"  baseline: {_baseline_name(report, short=False)} {lin}")
         for g in gate:
             labels = g.get("reruns")
             if labels:  # named reruns (e.g. seed and horizon): one line each, so a reader sees which failed
                 lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}")
-                for name, m, l in zip(labels, g["metrics"], g["linear"]):
-                    lines.append(f"        {name}: {m:.4f} vs {l:.4f}{'' if m > l else '  (lost)'}")
+                for how, m, l in zip(labels, g["metrics"], g["linear"]):
+                    lost = "" if m > l + g.get("margin", 0.0) else ("  (lost)" if m <= l else "  (within the margin)")
+                    lines.append(f"        {how}: {m:.4f} vs {l:.4f}{lost}")
             else:
                 vs = ", ".join(f"{m:.4f} vs {l:.4f}" for m, l in zip(g["metrics"], g["linear"]))
                 lines.append(f"  {'PASS' if g['passed'] else 'FAIL'}  {g['text']}  {vs}")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from evo_rules import app
-from evo_rules.config import from_dict
+from evo_rules.config import ConfigError, from_dict
 from evo_rules.evaluate import evaluate_rule
 from evo_rules.gate import rerun_gate
 from evo_rules.fitness.regression import CSVFormatError, RegressionTask, load_csv
@@ -66,6 +66,16 @@ def test_rerun_gate_passes_a_good_rule_and_fails_a_bad_one():
     res = rerun_gate([good, bad], task, {"max_iter": 20}, task.linear_rule_text(), seeds=2)
     assert [r["passed"] for r in res] == [True, False]
     assert len(res[0]["metrics"]) == 2 and all("resampled" in how for how in res[0]["reruns"])
+    # with a margin a finalist must lead by more than it in every rerun
+    lead = min(m - lin for m, lin in zip(res[0]["metrics"], res[0]["linear"]))
+    for margin, passed in ((lead * 0.9, True), (lead * 1.1, False)):
+        got = rerun_gate([good], task, {"max_iter": 20}, task.linear_rule_text(), seeds=2, margin=margin)[0]
+        assert got["metrics"] == res[0]["metrics"] and got["margin"] == margin and got["passed"] is passed
+
+
+def test_rerun_margin_is_checked():
+    with pytest.raises(ConfigError, match=r"\[rerun\]\.margin: must be in"):
+        from_dict({"rerun": {"margin": -0.1}})
 
 
 def test_sweep_counts_and_best(tmp_path):
