@@ -108,6 +108,21 @@ def test_report_opens_with_the_summary(run):
     assert rep["baselines"]["linear"]["name"] == "linear rule"
 
 
+def test_the_gate_lines_show_the_margin(run):
+    # a rerun won by less than the margin is marked as such, not as a win or a loss
+    from evo_rules.report import format_report
+
+    rep = json.load(open(os.path.join(run, "report.json")))
+    assert rep["rerun_gate"] and all(g["margin"] == 0.0 for g in rep["rerun_gate"])
+    assert "by more than" not in format_report(rep)
+    g = rep["rerun_gate"][0]
+    g["margin"] = max(m - lin for m, lin in zip(g["metrics"], g["linear"])) + 1.0
+    text = format_report(rep)
+    assert "beats the linear baseline by more than" in text
+    won = sum(m > lin for m, lin in zip(g["metrics"], g["linear"]))
+    assert text.count("(within the margin)") == won and won > 0
+
+
 def test_a_task_that_names_its_baseline_is_reported_by_that_name(run):
     # the optimizer track's linear baseline is plain Muon: the report says so, not "linear rule"
     from evo_rules.report import format_report
