@@ -1,4 +1,5 @@
-"""The rerun gate: a finalist passes only if it beats the linear baseline in every rerun.
+"""The rerun gate: a finalist passes only if it beats the linear baseline in every rerun (by more
+than `[rerun] margin`).
 
 Each rerun re-fits the rule and the linear baseline under a fresh seed: on resampled splits
 where the task can redraw them (`task.resample(seed)`), otherwise from random initial weights
@@ -145,8 +146,8 @@ def rerun_gate(texts: list[str], task, fit_settings: FitSettings | Mapping, line
                seeds: int, first_seed: int = 1000, margin: float = 0.0) -> list[dict]:
     """Each of `texts` re-fitted (`evaluate.fit_and_score`, validation split) in `seeds` reruns
     (a task's `rerun_tasks` may give several per seed) beside the linear rule; it passes when it
-    beats the linear rule in every rerun (an invalid rule scores INVALID_METRIC there, so it
-    never passes)."""
+    beats the linear rule by more than `margin` in every rerun (an invalid rule scores
+    INVALID_METRIC there, so it never passes)."""
     if seeds <= 0 or not texts:
         return []
     runs = []
