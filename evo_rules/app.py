@@ -55,7 +55,8 @@ def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variati
     g = config.grammar
     grammar = ops.Grammar(features=tuple(g.features or features), operators=tuple(g.operators),
                           max_size=g.max_size, max_depth=g.max_depth,
-                          template_share=g.template_share, feature_weights=tuple(weights[0]),
+                          template_share=g.template_share, constants=tuple(g.constants),
+                          feature_weights=tuple(weights[0]),
                           pair_weights=tuple(weights[1]))
     probs = {name: w for name, w in config.search.variation_weights().items() if w > 0}
     bound = {name: (op.parents, partial(_with_grammar, op.fn, grammar))

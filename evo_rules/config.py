@@ -153,6 +153,9 @@ class GrammarSection:
     # how operators draw features: "uniform", or "linear" = in proportion to the linear
     # baseline's fitted weights on standardised train features (app.feature_weights)
     feature_weights: str = "uniform"
+    # the numbers a rule may hold as leaves (next to features and fitted weights); a black-box
+    # task fits no weights (each is 1.0), so its rules' scales and signs come from this list
+    constants: list = field(default_factory=lambda: [1.0])
 
     def check(self, where):
         _strings(where, "operators", self.operators)
@@ -169,6 +172,13 @@ class GrammarSection:
         _within(where, "max_size", self.max_size, 1, MAX_RULE_SIZE)
         _within(where, "max_depth", self.max_depth, 1, MAX_RULE_DEPTH)
         _within(where, "template_share", self.template_share, 0.0, 1.0)
+        seen = set()
+        for i, c in enumerate(self.constants):
+            if isinstance(c, bool) or not isinstance(c, (int, float)) or not math.isfinite(c):
+                raise ConfigError(f"{where}.constants[{i}]: must be a finite number, got {_short(c)}")
+            if float(c) in seen:
+                raise ConfigError(f"{where}.constants[{i}]: {c!r} is listed twice")
+            seen.add(float(c))
         if self.feature_weights not in FEATURE_WEIGHTS:
             raise ConfigError(f"{where}.feature_weights: must be one of {', '.join(map(repr, FEATURE_WEIGHTS))}, "
                               f"got {_short(self.feature_weights)}{_did_you_mean(self.feature_weights, FEATURE_WEIGHTS)}")
