@@ -15,7 +15,7 @@ from typing import Mapping
 
 from . import checkpoint, scriptguard, stopping
 from .config import RunConfig, from_dict, load
-from .evaluate import task_has
+from .evaluate import is_blackbox, task_has
 from .population import Variation
 from .report import build_report, reference_texts, write_json, write_report
 from .run_folder import RunFolder, default_folder
@@ -46,10 +46,12 @@ def task_handle(config: RunConfig) -> TaskHandle:
     return TaskHandle(partial(get_task, config.task.name, **settings), token)
 
 
-def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variation:
+def variation(config: RunConfig, features, weights: tuple = ((), ()), blackbox: bool = False) -> Variation:
     """The registered variation operators (`evo_rules.operators.VARIATION`) with a weight > 0
     in the config, bound to its grammar. `weights`: (feature weights, pair weights) of the
-    grammar (`grammar_weights`); empty for uniform draws."""
+    grammar (`grammar_weights`); empty for uniform draws. `blackbox`: the task fits no weights,
+    so every rule drawn or varied has its weights replaced by grammar constants
+    (`weights_to_constants`): the search chooses a black-box rule's numbers."""
     import evo_rules.operators as ops
 
     g = config.grammar
@@ -59,9 +61,10 @@ def variation(config: RunConfig, features, weights: tuple = ((), ())) -> Variati
                           feature_weights=tuple(weights[0]),
                           pair_weights=tuple(weights[1]))
     probs = {name: w for name, w in config.search.variation_weights().items() if w > 0}
-    bound = {name: (op.parents, partial(_with_grammar, op.fn, grammar))
+    bind = _with_constants if blackbox else _with_grammar
+    bound = {name: (op.parents, partial(bind, op.fn, grammar))
              for name, op in ops.VARIATION.items() if name in probs}
-    return Variation(random_rule=partial(_with_grammar, ops.random_rule, grammar), operators=bound,
+    return Variation(random_rule=partial(bind, ops.random_rule, grammar), operators=bound,
                      probs=probs)
 
 
@@ -69,6 +72,17 @@ def _with_grammar(op, grammar, *args):
     """op(*rules, grammar, rng) called as (*rules, rng): an operator bound to a grammar."""
     *rules, rng = args
     return op(*rules, grammar, rng)
+
+
+def _with_constants(op, grammar, *args):
+    """`_with_grammar`, then each rule returned has its weights replaced by grammar constants."""
+    from evo_rules.operators.generate import weights_to_constants
+
+    rng = args[-1]
+    out = _with_grammar(op, grammar, *args)
+    if isinstance(out, tuple):
+        return tuple(weights_to_constants(r, grammar, rng) for r in out)
+    return weights_to_constants(out, grammar, rng)
 
 
 def grammar_weights(config: RunConfig, task) -> tuple:
@@ -99,7 +113,8 @@ def make_search(config: RunConfig, out: str, progress: bool = True, resume: bool
     """`options`: Search's stop, overwrite, rebuild_cache, lock."""
     handle = task_handle(config)
     task = checked_task(config, handle.build)  # settings, data, features: before any folder
-    search = Search(config, handle, variation(config, task.features, grammar_weights(config, task)), out,
+    search = Search(config, handle, variation(config, task.features, grammar_weights(config, task),
+                                                   blackbox=is_blackbox(task)), out,
                     seeds=seed_texts(config, task), progress=progress, resume=resume, **options)
     return search
 

@@ -226,8 +226,25 @@ def random_population(g: Grammar, rng, n: int, unique: bool = True,
     return out
 
 
+def weights_to_constants(rule: Rule, g: Grammar, rng) -> Rule:
+    """The rule with each weight replaced by a grammar constant, one draw per weight in
+    first-occurrence order. For black-box tasks, which fit no weights: there the numbers of a
+    rule are chosen by the search (and changed by point mutation), not fixed at 1.0."""
+    names = rule.params
+    if not names or not g.constants:
+        return rule
+    values = {name: num(choose(rng, g.constants)) for name in names}
+
+    def bind(t: Term) -> Term:
+        if t.op == "w":
+            return values["w" + str(t.value)]
+        return Term(t.op, tuple(bind(a) for a in t.args), t.value) if t.args else t
+
+    return Rule(bind(rule.term))
+
+
 __all__ = [
     "ATTEMPTS", "TEMPLATE_OPERATORS", "feature_term", "minimal_rule", "pick_feature",
     "ramped_tree", "random_feature", "random_leaf", "random_population", "random_rule", "random_subtree",
-    "template_term",
+    "template_term", "weights_to_constants",
 ]

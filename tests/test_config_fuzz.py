@@ -10,6 +10,7 @@ import subprocess
 import sys
 import tempfile
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -47,6 +48,9 @@ CASES = [
     ('[search]\nselection = "tournament"\nelite = 300\n[run]\npopulation = 20\n',
      r"\[search\].elite: must be at most \[run\].population \(20\)"),
     ("[run]\npopulaton = 5\n", "did you mean 'population'"),
+    ("[grammar]\nconstants = [0.5, nan]\n", r"\[grammar\].constants\[1\]: must be a finite number, got nan"),
+    ('[grammar]\nconstants = [0.5, "half"]\n', r"\[grammar\].constants\[1\]: must be a finite number, got 'half'"),
+    ("[grammar]\nconstants = [2, -1, 2.0]\n", r"\[grammar\].constants\[2\]: 2.0 is listed twice"),
     ('[task]\nname = "and-mach"\n', r"\[task\].name: unknown task 'and-mach'.*did you mean 'and-match'"),
     ('[task.settings]\nn_train = "many"\n', r"\[task.settings\].n_train: must be an integer, got 'many'"),
     ("[task.settings]\nseed = -1\n", r"\[task.settings\].seed: must be in \[0, "),
@@ -130,6 +134,29 @@ def test_non_utf8_files_are_named(tmp_path):
     data.write_bytes(csv_rows().encode() + b"1,2,\x003\n")  # NUL: csv's own error, with the line
     with pytest.raises(CSVFormatError, match=f"{data}:22"):
         load_csv(str(data))
+
+
+def test_grammar_constants_reach_the_rules_the_search_draws():
+    """`[grammar] constants` are the numbers random rules hold: 0.37 appears only when listed
+    (the default, 1, folds to whole numbers only)."""
+    from evo_rules import app
+
+    def numbers(config):
+        draw = app.variation(from_dict(config), ("color", "shape")).random_rule
+        rng = np.random.default_rng(0)
+        found = set()
+        for _ in range(200):
+            stack = [draw(rng).term]
+            while stack:
+                t = stack.pop()
+                stack.extend(t.args)
+                if t.op == "num":
+                    found.add(t.value)
+        return found
+
+    grammar = {"operators": ["add", "mul"], "template_share": 0.0}
+    assert 0.37 in numbers({"grammar": {**grammar, "constants": [0.37, -0.5]}})
+    assert all(v == int(v) for v in numbers({"grammar": grammar}))
 
 
 def test_cli_overrides_and_replace_are_checked_like_the_file():

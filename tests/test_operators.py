@@ -330,3 +330,47 @@ def test_insert_adds_one_feature_term_to_a_sum():
         assert len(k.params) in (len(r.params) + 1, len(r.params) + 2)
     no_sum = parse("(exp (mul w x.a))")
     assert insert(no_sum, g, rng).term.op == "add"
+
+
+# ------------------------------------------------------------------ black-box rules' numbers
+
+
+def _numbers(t):
+    out = [t.value] if t.op == "num" else []
+    for a in t.args:
+        out += _numbers(a)
+    return out
+
+
+def test_weights_to_constants_draws_each_weight_from_the_grammar():
+    from evo_rules.operators.generate import weights_to_constants
+
+    g = Grammar(features=("a", "b"), operators=("add", "mul"), constants=(-0.5, 3.0), template_share=0.0)
+    rule = parse("(add (mul w x.a) (mul w x.b x.a))")
+    seen = set()
+    for seed in range(20):
+        child = weights_to_constants(rule, g, np.random.default_rng(seed))
+        assert child.params == ()
+        assert set(_numbers(child.term)) <= {-0.5, 3.0}
+        assert child.key == weights_to_constants(rule, g, np.random.default_rng(seed)).key
+        seen.add(child.text)
+    assert len(seen) == 4  # two weights, two constants each
+    no_weights = parse("(mul 2 x.a)")
+    assert weights_to_constants(no_weights, g, np.random.default_rng(0)) is no_weights
+
+
+def test_a_blackbox_search_draws_and_varies_rules_without_weights():
+    from evo_rules import app
+    from evo_rules.config import from_dict
+
+    config = from_dict({"grammar": {"constants": [-1.0, 0.5, 2.0]}})
+    var = app.variation(config, ("g", "u", "t"), blackbox=True)
+    rng = np.random.default_rng(3)
+    rules = [var.random_rule(rng) for _ in range(30)]
+    for name, (parents, fn) in var.operators.items():
+        for _ in range(10):
+            out = fn(*rng.choice(rules, parents, replace=False), rng)
+            rules += list(out) if parents == 2 else [out]
+    assert all(r.params == () for r in rules)
+    plain = app.variation(config, ("g", "u", "t"))
+    assert any(plain.random_rule(rng).params for _ in range(30))  # fitted tasks keep their weights
