@@ -16,8 +16,9 @@ on the valid stories (a rule that does not lead there scores its short lead, whi
 <= 0 and at least its true two-horizon lead).
 
 A black-box task (`loss = "blackbox"`): nothing is fitted, `evaluate(rule_text, weights, part)`
-runs the rule; the engine sets every weight `w` of such a rule to 1.0 (evo_rules.evaluate), so a
-rule's scales come from its form and its numbers. A run that yields a non-finite step or loss
+runs the rule. A black-box search puts grammar constants where weights would be
+(evo_rules.app.variation), so a rule's scales come from its form and its numbers; a weight left
+in a rule given by hand is 1.0 (evo_rules.evaluate). A run that yields a non-finite step or loss
 scores NaN, which the engine records as an invalid rule.
 
 One training run gives both splits' losses; each run is kept on disk (JSON, under `cache_dir`)
