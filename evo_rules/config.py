@@ -154,7 +154,7 @@ class GrammarSection:
     # baseline's fitted weights on standardised train features (app.feature_weights)
     feature_weights: str = "uniform"
     # the numbers a rule may hold as leaves (next to features and fitted weights); a black-box
-    # task fits no weights (each is 1.0), so its rules' scales and signs come from this list
+    # task fits no weights, so its search puts these in their place (app.variation)
     constants: list = field(default_factory=lambda: [1.0])
 
     def check(self, where):
