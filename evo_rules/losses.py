@@ -169,21 +169,27 @@ def _group_sums(e, bounds, acc):
 
 @njit(cache=True, nogil=True)
 def _listwise_softmax(e, acc, q, Jt, bounds, active, grad, A, pj):
-    """One pass over the rows: the softmax p of the row's group, dL/ds = p - q, A = p * Jt (per
-    column) and per group pj[:, g] = sum p J. Groups without a label count p = 0 (gradient 0:
-    they are not part of the loss)."""
-    k = Jt.shape[0]
-    for g in range(bounds.shape[0] - 1):
+    """The softmax p of each row's group, dL/ds = p - q, A = p * Jt (per column) and per group
+    pj[:, g] = sum p J. Groups without a label count p = 0 (gradient 0: they are not part of
+    the loss). Loops over whole rows where they can (A's rows vectorize); a single pass over
+    rows with the weights inside, accumulating into pj through memory, was 4x slower."""
+    k, n = Jt.shape
+    G = bounds.shape[0] - 1
+    p = np.empty(n)
+    for g in range(G):
         inv = 1.0 / acc[g] if active[g] else 0.0
-        for i in range(k):
-            pj[i, g] = 0.0
         for r in range(bounds[g], bounds[g + 1]):
-            p = e[r] * inv
-            grad[r] = p - q[r]
-            for i in range(k):
-                v = p * Jt[i, r]
-                A[i, r] = v
-                pj[i, g] += v
+            p[r] = e[r] * inv
+    for r in range(n):
+        grad[r] = p[r] - q[r]
+    for i in range(k):
+        for r in range(n):
+            A[i, r] = p[r] * Jt[i, r]
+        for g in range(G):
+            t = 0.0
+            for r in range(bounds[g], bounds[g + 1]):
+                t += A[i, r]
+            pj[i, g] = t
 
 
 @njit(cache=True, nogil=True)
