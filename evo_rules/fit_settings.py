@@ -1,7 +1,7 @@
 """Fit settings: everything that changes a rule's fitted weights, and the fitness-cache key.
 
 `FitSettings` is frozen. Its fields are the iteration cap (the config's `[fit] max_iter`), the
-fitter's own constants (starts, tolerance, L2, a version the fitter bumps whenever its numbers
+fitter's own constants (starts and the rows they are compared on, tolerance, L2, a version the fitter bumps whenever its numbers
 change) and the kernel variant that computes exp/log (variants differ by a few ulp). The loss is
 not here: it belongs to the task, whose fingerprint the cache keys on beside these settings.
 
@@ -28,7 +28,7 @@ from .kernels import KERNEL_KIND
 
 DEFAULT_MAX_ITER = 20
 _KEYS = ("max_iter", "kernel", "fitter")
-_FITTER_KEYS = ("version", "starts", "tol", "l2")
+_FITTER_KEYS = ("version", "starts", "tol", "l2", "start_rows")
 
 
 class FitSettingsError(ValueError):
@@ -48,6 +48,7 @@ class FitSettings(Mapping):
     tol: float = field(default_factory=lambda: float(fitting.FITTER["tol"]))
     l2: float = field(default_factory=lambda: float(fitting.FITTER["l2"]))
     version: int = field(default_factory=lambda: int(fitting.FITTER["version"]))
+    start_rows: int = field(default_factory=lambda: int(fitting.FITTER["start_rows"]))
     kernel: str = KERNEL_KIND
 
     def __post_init__(self):
@@ -55,6 +56,7 @@ class FitSettings(Mapping):
         try:
             object.__setattr__(self, "max_iter", _count("max_iter", self.max_iter, 1))
             object.__setattr__(self, "version", _count("version", self.version, 0))
+            object.__setattr__(self, "start_rows", _count("start_rows", self.start_rows, 1))
             object.__setattr__(self, "starts", _floats(self.starts))
             object.__setattr__(self, "tol", float(self.tol) + 0.0)
             object.__setattr__(self, "l2", float(self.l2) + 0.0)
@@ -76,7 +78,7 @@ class FitSettings(Mapping):
         """The plain JSON form the cache digests (and `coerce` reads back)."""
         return {"max_iter": self.max_iter, "kernel": self.kernel,
                 "fitter": {"version": self.version, "starts": list(self.starts), "tol": self.tol,
-                           "l2": self.l2}}
+                           "l2": self.l2, "start_rows": self.start_rows}}
 
     to_dict = as_dict
 
@@ -128,10 +130,10 @@ class FitSettings(Mapping):
     def check_runnable(self) -> None:
         """Raise FitSettingsError unless this process fits under these settings: its fitter and
         kernel are the ones named, and `fitting.fit` can take the constants (only tol and L2
-        are arguments; the starts and version are the fitter's own)."""
+        are arguments; the starts, their rows and the version are the fitter's own)."""
         here = FitSettings(max_iter=self.max_iter, tol=self.tol, l2=self.l2)
         diffs = [f"{name} {getattr(self, name)!r} (this process: {getattr(here, name)!r})"
-                 for name in ("version", "starts", "kernel") if getattr(self, name) != getattr(here, name)]
+                 for name in ("version", "starts", "start_rows", "kernel") if getattr(self, name) != getattr(here, name)]
         if diffs:
             raise FitSettingsError("fit settings ask for a fit this process cannot make: "
                                    + "; ".join(diffs))

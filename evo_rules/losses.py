@@ -27,6 +27,11 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
 
 
 class _Loss:
+    def head(self, n_rows: int):
+        """(this loss over the first rows, their count m): every row when n_rows >= all."""
+        m = min(int(n_rows), len(self.y))
+        return (self, m) if m == len(self.y) else (type(self)(self.y[:m]), m)
+
     def value_state(self, s):
         return self.value(s), None
 
@@ -105,6 +110,19 @@ class Listwise(_Loss):
         self.label_rows = np.flatnonzero(self.q != 0.0)
         self.label_group = row_group[self.label_rows]
         self.label_q = self.q[self.label_rows]
+        self.y, self.groups = y, groups
+        self._heads: dict[int, tuple[Listwise, int]] = {}
+
+    def head(self, n_rows: int):
+        """(this loss over the first whole groups holding at least n_rows rows (or every row),
+        their row count m); kept per n_rows, so a search's batch builds it once."""
+        kept = self._heads.get(n_rows)
+        if kept is None:
+            i = int(np.searchsorted(self.bounds, n_rows))
+            m = int(self.bounds[min(i, len(self.bounds) - 1)])
+            kept = (self, m) if m >= len(self.y) else (Listwise(self.y[:m], self.groups[:m]), m)
+            self._heads[n_rows] = kept
+        return kept
 
     def value(self, s):
         return self.value_state(s)[0]

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import evo_rules.rule as rule_mod
 from evo_rules import fit, parse
-from evo_rules.fitting import L2, STARTS, TOL, linear_params
+from evo_rules.fitting import L2, STARTS, TOL, _damped_step, linear_params
 from evo_rules.losses import make_loss
 from evo_rules.terms import to_text
 from strategies import terms
@@ -61,19 +61,22 @@ def reference_fit(rule, X, y, loss="squared", groups=None, max_iter=20, init=Non
             H = Hs + l2 * np.eye(k)
             scale = np.maximum(np.diag(H), 1e-12)
             accepted = False
+            step = np.empty(k)
             for _ in range(12):
-                A = H + lam * np.diag(scale)
-                try:
-                    step = np.linalg.solve(A, -g)
-                except np.linalg.LinAlgError:
-                    step = np.linalg.lstsq(A, -g, rcond=None)[0]
-                if not np.all(np.isfinite(step)):
+                # the damped solve as the fit makes it (Cholesky, least squares when it fails):
+                # what this reference pins down is which kernel runs the fit makes
+                predicted = _damped_step(H, g, lam, scale, step)
+                if predicted != predicted:
+                    step = np.linalg.lstsq(H + lam * np.diag(scale), -g, rcond=None)[0]
+                    predicted = -(g @ step + 0.5 * step @ H @ step)
+                    if not np.all(np.isfinite(step)):
+                        predicted = np.inf
+                if predicted == np.inf:
                     lam, nu = lam * nu, nu * 2.0
                     continue
                 w_new = w + step
                 r = evaluate(w_new)
                 if r is not None and r[2] <= f:
-                    predicted = -(g @ step + 0.5 * step @ H @ step)
                     rho = (f - r[2]) / predicted if predicted > 0 else 0.0
                     lam = max(lam * max(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3), 1e-12)
                     nu = 2.0
