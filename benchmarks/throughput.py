@@ -92,12 +92,12 @@ class _KernelCount:
         self.jacobian = 0
         rule_mod.run_program = self
 
-    def __call__(self, code, arg_a, arg_b, consts, X, weights, outs, result):
+    def __call__(self, code, arg_a, arg_b, consts, X, weights, outs, result, *stop_early):
         if outs.shape[0] > 1:
             self.jacobian += 1
         else:
             self.forward += 1
-        return self.inner(code, arg_a, arg_b, consts, X, weights, outs, result)
+        return self.inner(code, arg_a, arg_b, consts, X, weights, outs, result, *stop_early)
 
     def close(self) -> None:
         self.mod.run_program = self.inner

@@ -190,7 +190,7 @@ class _Rows:
 
     def at(self, w) -> "_Point | None":
         """_Point at w with the Jacobian, or None where the scores or Jacobian are not finite."""
-        out, ok = self.rule.run(self.F, w, True)
+        out, ok = self.rule.run(self.F, w, True, True)
         if not ok:
             return None
         f, state = self.objective(w, out[0])
@@ -198,7 +198,7 @@ class _Rows:
 
     def forward_loss(self, w) -> float:
         """The objective from the scores alone (inf where they are not finite)."""
-        out, ok = self.rule.run(self.F, w, False)
+        out, ok = self.rule.run(self.F, w, False, True)
         return self.objective(w, out[0])[0] if ok else np.inf
 
     def solve_linear(self, best: "_Point") -> "_Point":

@@ -320,7 +320,7 @@ def _make_interp(tag, lanes, f_exp, f_log, f_log1p):
                 buf[i, r] = np.power(buf[a, r], buf[b, r])  # NaN: negative base, real exponent
 
     @_named(tag)
-    def interp(code, arg_a, arg_b, consts, X, weights, outs, result):
+    def interp(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early):
         n_rows = X.shape[1]
         n_slots = code.shape[0]
         B = BLOCK
@@ -378,6 +378,8 @@ def _make_interp(tag, lanes, f_exp, f_log, f_log1p):
                     v = got[r]
                     put[r] = v
                     bad |= (v - v) != 0.0  # NaN exactly when v is NaN or +-inf
+            if bad and stop_early:  # the caller drops a run that is not finite: stop here
+                return False
         return not bad
 
     return interp
@@ -395,18 +397,18 @@ _interp_scalar = _make_interp("scalar", VARIANTS["scalar"].lanes, *BLOCK_MATH["s
 
 
 @njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
-def _run_program_avx512(code, arg_a, arg_b, consts, X, weights, outs, result):
-    return _interp_avx512(code, arg_a, arg_b, consts, X, weights, outs, result)
+def _run_program_avx512(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early=False):
+    return _interp_avx512(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early)
 
 
 @njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
-def _run_program_avx2(code, arg_a, arg_b, consts, X, weights, outs, result):
-    return _interp_avx2(code, arg_a, arg_b, consts, X, weights, outs, result)
+def _run_program_avx2(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early=False):
+    return _interp_avx2(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early)
 
 
 @njit(cache=True, nogil=True, fastmath=False, boundscheck=False, error_model="numpy")
-def _run_program_scalar(code, arg_a, arg_b, consts, X, weights, outs, result):
-    return _interp_scalar(code, arg_a, arg_b, consts, X, weights, outs, result)
+def _run_program_scalar(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early=False):
+    return _interp_scalar(code, arg_a, arg_b, consts, X, weights, outs, result, stop_early)
 
 
 _KERNELS = {"avx512": _run_program_avx512, "avx2": _run_program_avx2, "scalar": _run_program_scalar}
@@ -425,5 +427,7 @@ run_program = kernel(VARIANT)
 run_program.__doc__ = """Evaluate slots `outs` of the program for every column of X.
 
     X: (n_features, n_rows) float64, C-contiguous. result: (len(outs), n_rows).
-    Returns True when every output value is finite.
+    Returns True when every output value is finite. stop_early=True (the fit's runs, which
+    drop a run that is not finite) returns False at the first block of rows holding a value
+    that is not finite, with the later rows of result not written.
     """

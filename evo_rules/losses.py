@@ -150,17 +150,29 @@ class Listwise(_Loss):
         at this very s, or None (then computed here)."""
         e, acc = self.value_state(s)[1] if state is None else state
         Jt = np.ascontiguousarray(Jt, dtype=np.float64)
-        n, k = s.shape[0], Jt.shape[0]
-        grad = np.empty(n)
-        A = np.empty((k, n))
-        pj = np.empty((k, self.bounds.shape[0] - 1))
-        _listwise_softmax(e, acc, self.q, Jt, self.bounds, self.active, grad, A, pj)
-        # Jt diag(p) Jt^T minus, over groups, (sum p J)(sum p J)^T
-        H = np.empty((k, k))
-        _gram(A, Jt, H)
-        H2 = np.empty((k, k))
-        _gram(pj, pj, H2)
-        return grad / self.G, (H - H2) / self.G
+        grad = np.empty(s.shape[0])
+        H = np.empty((Jt.shape[0], Jt.shape[0]))
+        _listwise_grad_curvature(e, acc, self.q, Jt, self.bounds, self.active, float(self.G),
+                                 grad, H)
+        return grad, H
+
+
+@njit(cache=True, nogil=True)
+def _listwise_grad_curvature(e, acc, q, Jt, bounds, active, G, grad, H):
+    """grad = dL/ds and H = Jt diag(p) Jt^T minus, over groups, (sum p J)(sum p J)^T, both
+    divided by G: one call (its parts' NumPy set-up cost more than their work)."""
+    k, n = Jt.shape
+    A = np.empty((k, n))
+    pj = np.empty((k, bounds.shape[0] - 1))
+    _listwise_softmax(e, acc, q, Jt, bounds, active, grad, A, pj)
+    for r in range(n):
+        grad[r] /= G
+    _gram(A, Jt, H)
+    H2 = np.empty((k, k))
+    _gram(pj, pj, H2)
+    for i in range(k):
+        for j in range(k):
+            H[i, j] = (H[i, j] - H2[i, j]) / G
 
 
 @njit(cache=True, nogil=True)
@@ -213,22 +225,63 @@ def _listwise_softmax(e, acc, q, Jt, bounds, active, grad, A, pj):
 @njit(cache=True, nogil=True)
 def _gram(A, B, out):
     """out[i, j] = sum over r of A[i, r] B[j, r] for j <= i, mirrored (A B^T when it is
-    symmetric). Four partial sums per entry: independent chains, not one add waiting on the
-    last (a BLAS call on k x n by n x k with small k was slower)."""
-    k, n = A.shape
-    m = n - n % 4
+    symmetric). Four partial sums per entry (independent chains, not one add waiting on the
+    last), and two entries of a row of out at a time, so their chains interleave and A's row is
+    read once for both; each entry's sums are added in the same order either way. A BLAS call
+    on k x n by n x k with small k was slower."""
+    k = A.shape[0]
     for i in range(k):
-        for j in range(i + 1):
-            s0 = s1 = s2 = s3 = 0.0
-            for r in range(0, m, 4):
-                s0 += A[i, r] * B[j, r]
-                s1 += A[i, r + 1] * B[j, r + 1]
-                s2 += A[i, r + 2] * B[j, r + 2]
-                s3 += A[i, r + 3] * B[j, r + 3]
-            for r in range(m, n):
-                s0 += A[i, r] * B[j, r]
-            out[i, j] = (s0 + s1) + (s2 + s3)
-            out[j, i] = out[i, j]
+        j = 0
+        while j + 1 <= i:
+            _dot4x2(A, B, i, j, out)
+            j += 2
+        if j <= i:
+            _dot4x1(A, B, i, j, out)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot4x1(A, B, i, j, out):
+    n = A.shape[1]
+    m = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    for r in range(0, m, 4):
+        s0 += A[i, r] * B[j, r]
+        s1 += A[i, r + 1] * B[j, r + 1]
+        s2 += A[i, r + 2] * B[j, r + 2]
+        s3 += A[i, r + 3] * B[j, r + 3]
+    for r in range(m, n):
+        s0 += A[i, r] * B[j, r]
+    out[i, j] = (s0 + s1) + (s2 + s3)
+    out[j, i] = out[i, j]
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _dot4x2(A, B, i, j, out):
+    """out[i, j] and out[i, j + 1] (and their mirrors) as _dot4x1 makes them, in one pass."""
+    n = A.shape[1]
+    m = n - n % 4
+    s0 = s1 = s2 = s3 = 0.0
+    t0 = t1 = t2 = t3 = 0.0
+    for r in range(0, m, 4):
+        a0 = A[i, r]
+        a1 = A[i, r + 1]
+        a2 = A[i, r + 2]
+        a3 = A[i, r + 3]
+        s0 += a0 * B[j, r]
+        s1 += a1 * B[j, r + 1]
+        s2 += a2 * B[j, r + 2]
+        s3 += a3 * B[j, r + 3]
+        t0 += a0 * B[j + 1, r]
+        t1 += a1 * B[j + 1, r + 1]
+        t2 += a2 * B[j + 1, r + 2]
+        t3 += a3 * B[j + 1, r + 3]
+    for r in range(m, n):
+        s0 += A[i, r] * B[j, r]
+        t0 += A[i, r] * B[j + 1, r]
+    out[i, j] = (s0 + s1) + (s2 + s3)
+    out[j, i] = out[i, j]
+    out[i, j + 1] = (t0 + t1) + (t2 + t3)
+    out[j + 1, i] = out[i, j + 1]
 
 
 def make_loss(name: str, y: np.ndarray, groups: np.ndarray | None):

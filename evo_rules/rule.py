@@ -182,12 +182,19 @@ class Rule:
             )
         return w
 
-    def run(self, F: np.ndarray, w: np.ndarray, jacobian: bool) -> tuple[np.ndarray, bool]:
-        """Low level: F from feature_matrix, w float64 array. Returns (outputs, finite)."""
+    def run(self, F: np.ndarray, w: np.ndarray, jacobian: bool,
+            stop_early: bool = False) -> tuple[np.ndarray, bool]:
+        """Low level: F from feature_matrix, w float64 array. Returns (outputs, finite).
+        stop_early: the outputs are wanted only when all are finite (the fit): the kernel stops
+        at the first block of rows that is not, and the outputs are then incomplete."""
         prog = self.program if jacobian else self.forward_program
         n = F.shape[1]
         out = np.empty((len(prog.outputs), n))
-        ok = run_program(prog.code, prog.arg_a, prog.arg_b, prog.consts, F, w, prog.outputs, out)
+        if stop_early:
+            ok = run_program(prog.code, prog.arg_a, prog.arg_b, prog.consts, F, w, prog.outputs,
+                             out, True)
+        else:
+            ok = run_program(prog.code, prog.arg_a, prog.arg_b, prog.consts, F, w, prog.outputs, out)
         return out, bool(ok)
 
     def evaluate(self, X, weights=None, names: Sequence[str] | None = None) -> np.ndarray:

@@ -156,12 +156,12 @@ class Runs:
         self.forward = self.jacobian = 0
         inner = rule_mod.run_program
 
-        def counted(code, a, b, c, X, w, outs, out):
+        def counted(code, a, b, c, X, w, outs, out, *stop_early):
             if outs.shape[0] > 1:
                 self.jacobian += 1
             else:
                 self.forward += 1
-            return inner(code, a, b, c, X, w, outs, out)
+            return inner(code, a, b, c, X, w, outs, out, *stop_early)
 
         monkeypatch.setattr(rule_mod, "run_program", counted)
 
