@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Callable, Mapping, Protocol
 
 import numpy as np
+from numba import njit
 
 Scorer = Callable[[Mapping[str, np.ndarray]], np.ndarray]
 PARTS = ("train", "valid", "test")
@@ -73,16 +74,38 @@ def fingerprint_of(name: str, settings: Mapping, *arrays_or_bytes) -> str:
 
 def top1_hits(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Per group, 1.0 if its highest-scored row is a target, else 0.0 (ties and NaN count as misses)."""
-    scores = np.where(np.isfinite(scores), scores, -np.inf)
+    scores = np.ascontiguousarray(scores, dtype=np.float64)
     if len(groups) == 0:
         return np.zeros(0)
-    starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
-    row_group = np.cumsum(np.r_[True, groups[1:] != groups[:-1]]) - 1
-    gmax = np.maximum.reduceat(scores, starts)
-    at_max = scores == gmax[row_group]
-    n_at_max = np.add.reduceat(at_max.astype(np.int64), starts)
-    target_at_max = np.add.reduceat((at_max & (y > 0.5)).astype(np.int64), starts)
-    return ((n_at_max == 1) & (target_at_max == 1) & np.isfinite(gmax)).astype(np.float64)
+    groups = np.asarray(groups)
+    bounds = np.r_[0, np.flatnonzero(groups[1:] != groups[:-1]) + 1, len(groups)].astype(np.int64)
+    hits = np.empty(len(bounds) - 1)
+    _top1_hits(scores, np.ascontiguousarray(y, dtype=np.float64), bounds, hits)
+    return hits
+
+
+@njit(cache=True, nogil=True)
+def _top1_hits(scores, y, bounds, hits):
+    """One pass per group (a search scores every rule this way: NumPy's ten passes over the
+    rows took twice the time of the rule's own kernel run). A score that is not finite counts
+    as -inf; a hit needs one row alone at a finite maximum, and that row a target."""
+    for g in range(bounds.shape[0] - 1):
+        a, b = bounds[g], bounds[g + 1]
+        m = -np.inf
+        for r in range(a, b):
+            v = scores[r]
+            if v - v == 0.0 and v > m:  # finite and larger
+                m = v
+        at_max = 0
+        target = 0
+        for r in range(a, b):
+            v = scores[r]
+            v = v if v - v == 0.0 else -np.inf
+            if v == m:
+                at_max += 1
+                if y[r] > 0.5:
+                    target += 1
+        hits[g] = 1.0 if at_max == 1 and target == 1 and m > -np.inf else 0.0
 
 
 def top1_accuracy(scores: np.ndarray, y: np.ndarray, groups: np.ndarray) -> float:

@@ -84,6 +84,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
 import numpy as np
+from numba import njit
 
 from .base import (MAX_SEED, PARTS, Batch, Scorer, Setting, SettingsError, check_settings,
                    fingerprint_of, top1_accuracy, top1_hits)
@@ -444,10 +445,8 @@ class SyntheticTask:
 
     def _metrics(self, scores: np.ndarray, b: Batch) -> dict[str, float]:
         G, C = b.n_rows // self.candidates, self.candidates
-        s = np.where(np.isfinite(scores), scores, -np.inf).reshape(G, C)
-        t = b.y.reshape(G, C) > 0.5
-        st = s[t]  # target's score per episode (exactly one target per episode)
-        rank = 1 + np.sum(s > st[:, None], axis=1) + np.sum((s == st[:, None]) & ~t, axis=1)
+        rank = np.empty(G)
+        _target_ranks(np.ascontiguousarray(scores, dtype=np.float64), b.y, C, rank)
         return {
             "answer_score": top1_accuracy(scores, b.y, b.groups),
             "mrr": float(np.mean(1.0 / rank)),
@@ -477,6 +476,26 @@ class SyntheticTask:
 
     def reference_rules(self) -> dict[str, str]:
         return reference_rules(self)
+
+
+@njit(cache=True, nogil=True)
+def _target_ranks(scores, y, C, rank):
+    """Per episode of C rows (exactly one target): 1 + the rows scored above the target + the
+    other rows tied with it, a score that is not finite counting as -inf."""
+    for g in range(rank.shape[0]):
+        a = g * C
+        st = -np.inf
+        for r in range(a, a + C):
+            if y[r] > 0.5:
+                v = scores[r]
+                st = v if v - v == 0.0 else -np.inf
+        above = 0
+        for r in range(a, a + C):
+            v = scores[r]
+            v = v if v - v == 0.0 else -np.inf
+            if v > st or (v == st and not y[r] > 0.5):
+                above += 1
+        rank[g] = 1.0 + above
 
 
 def linear_rule_text(task: SyntheticTask | str) -> str:
