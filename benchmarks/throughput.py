@@ -13,7 +13,9 @@ kernels and losses first, outside any timing.
 
 Per version, printed side by side, with the new / old ratio:
   search       `evo-rules run runs/and-match.toml --backend serial` with the same seed,
-               generations and population. Evaluations = the logbook's `evals` (cache misses:
+               generations and population, --repeats times per version in alternation (new,
+               old, new, old, ...); the ratio is the median of the adjacent pairs' ratios
+               (load that comes and goes hits a pair alike). Evaluations = the logbook's `evals` (cache misses:
                rules actually fitted and scored), seconds = the logbook's `seconds` (the search's
                generations: variation, evaluation, selection; not the report and rerun gate that
                follow). evals/s and the winner's test answer score (quality: within noise).
@@ -70,6 +72,10 @@ def _warm() -> None:
     lab[::8] = 1.0
     fit(r, X, lab, loss="listwise", groups=groups)
     fit(r, X, lab, loss="logistic")
+    # the task's metrics (numba in newer trees) are compiled here too, not inside the search
+    task = _and_match_task({"n_train": 20, "n_valid": 20, "n_test": 20})
+    b = task.batch("valid")
+    task.score("valid", lambda X: np.arange(b.n_rows, dtype=np.float64))
 
 
 def _and_match_task(settings: dict):
@@ -234,6 +240,8 @@ def main(argv=None) -> int:
     ap.add_argument("--new", default="HEAD", help='revision to measure (default HEAD; "." = the '
                                                   "checkout with its uncommitted edits)")
     ap.add_argument("--old", default=BEFORE_ISSUE_11, help="baseline revision (default f9b7f9b)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="searches per version, run new, old, new, old, ... (default 3; quick 1)")
     ap.add_argument("--quick", action="store_true", help="a smoke run")
     ap.add_argument("--child", choices=["search", "micro"], help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
@@ -243,6 +251,10 @@ def main(argv=None) -> int:
         args.generations = 2 if args.quick else 20
     if args.population is None:
         args.population = 24 if args.quick else 120
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 3
+    if args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     if args.child:
         sys.path[0] = os.getcwd()  # the version's tree, not this script's folder
         res = child_search(args) if args.child == "search" else child_micro(args)
@@ -255,13 +267,18 @@ def main(argv=None) -> int:
         trees = {"new": export_tree(args.new, tmp / "new"), "old": export_tree(args.old, tmp / "old")}
         print(f"new = {args.new}, old = {args.old} ({tmp}); and-match, serial, one thread, seed "
               f"{args.seed}, {args.generations} generations x {args.population}")
-        search = {}
-        for name in ("new", "old"):
-            t0 = time.perf_counter()
-            search[name] = run_child(trees[name], "search", [
-                "--out", str(tmp / f"run-{name}"), "--seed", str(args.seed), "--generations",
-                str(args.generations), "--population", str(args.population)])
-            print(f"  {name}: search child done in {time.perf_counter() - t0:.0f}s")
+        search: dict[str, dict] = {}
+        runs: dict[str, list[dict]] = {"new": [], "old": []}
+        for rep in range(args.repeats):  # new, old, new, old, ...: adjacent pairs share the load
+            for name in ("new", "old"):
+                t0 = time.perf_counter()
+                res = run_child(trees[name], "search", [
+                    "--out", str(tmp / f"run-{name}-{rep}"), "--seed", str(args.seed),
+                    "--generations", str(args.generations), "--population", str(args.population)])
+                runs[name].append(res)
+                search.setdefault(name, res)
+                print(f"  {name}: search child {rep + 1} done in {time.perf_counter() - t0:.0f}s "
+                      f"({res['evals'] / res['seconds']:.1f} evaluations/s)")
         texts = search["new"]["texts"][: (10 if args.quick else 60)]
         spec = {"task": {"n_train": 1500, "n_valid": 1000, "n_test": 3000}, "max_iter": 20,
                 "fit_texts": texts, "setup_texts": kernel_bench_rules(n_rules),
@@ -274,13 +291,18 @@ def main(argv=None) -> int:
         shutil.rmtree(tmp, ignore_errors=True)
 
     n, o = search["new"], search["old"]
-    eps = {k: v["evals"] / v["seconds"] if v["seconds"] else 0.0 for k, v in search.items()}
+    rate = {k: [r["evals"] / r["seconds"] if r["seconds"] else 0.0 for r in v] for k, v in runs.items()}
+    eps = {k: statistics.median(v) for k, v in rate.items()}
+    pair = [a / b for a, b in zip(rate["new"], rate["old"]) if b]
     print()
     print(f"{'':<34}{'new':>12}{'old':>12}{'new/old':>10}")
     print(f"{'search evaluations (cache misses)':<34}{n['evals']:>12}{o['evals']:>12}")
-    print(f"{'search seconds (logbook)':<34}{n['seconds']:>12.1f}{o['seconds']:>12.1f}")
-    print(f"{'evaluations / s':<34}{eps['new']:>12.1f}{eps['old']:>12.1f}"
-          f"{_ratio(eps['new'], eps['old']):>10}")
+    print(f"{'search seconds (logbook, median)':<34}"
+          f"{statistics.median(r['seconds'] for r in runs['new']):>12.1f}"
+          f"{statistics.median(r['seconds'] for r in runs['old']):>12.1f}")
+    print(f"{'evaluations / s (median)':<34}{eps['new']:>12.1f}{eps['old']:>12.1f}"
+          f"{statistics.median(pair) if pair else float('nan'):>9.2f}x"
+          f"   (median of {len(pair)} adjacent pairs: {', '.join(f'{p:.2f}' for p in pair)})")
     print(f"{'winner test answer score':<34}{n['winner_test'] or float('nan'):>12.4f}"
           f"{o['winner_test'] or float('nan'):>12.4f}")
     fn, fo = micro["new"]["fits"], micro["old"]["fits"]

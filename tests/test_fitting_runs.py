@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import evo_rules.rule as rule_mod
 from evo_rules import fit, parse
-from evo_rules.fitting import L2, STARTS, TOL, _damped_step, linear_params
+from evo_rules.fitting import L2, PATIENCE, STARTS, TOL, _damped_step, linear_params
 from evo_rules.losses import make_loss
 from evo_rules.terms import to_text
 from strategies import terms
@@ -53,6 +53,7 @@ def reference_fit(rule, X, y, loss="squared", groups=None, max_iter=20, init=Non
         if k == 0:
             return w, f, 0, True, (f,)
         lam, nu = 1e-3, 2.0
+        small = 0
         history = [f]
         it = 0
         for it in range(1, max_iter + 1):
@@ -90,7 +91,11 @@ def reference_fit(rule, X, y, loss="squared", groups=None, max_iter=20, init=Non
             w, (s, Jt, f) = w_new, r
             history.append(f)
             if f_old - f <= tol * (1.0 + abs(f_old)):
-                break
+                small += 1
+                if small >= PATIENCE:
+                    break
+            else:
+                small = 0
         return w, f, it, True, tuple(history)
 
 
