@@ -23,6 +23,7 @@ from typing import Callable, Mapping
 import numpy as np
 from deap import base, tools
 
+from .fronts import sort_nondominated
 from .rule import Rule, parse
 
 
@@ -264,7 +265,7 @@ class PopulationManager:
 def _front_ranks(individuals: list[Individual]) -> list[int]:
     """The non-dominated front (0 = Pareto front) of each individual, in list order."""
     rank_of = {}
-    for rank, front in enumerate(tools.sortNondominated(individuals, len(individuals))):
+    for rank, front in enumerate(sort_nondominated(individuals, len(individuals))):
         for ind in front:
             rank_of[id(ind)] = rank
     return [rank_of[id(ind)] for ind in individuals]
@@ -273,7 +274,7 @@ def _front_ranks(individuals: list[Individual]) -> list[int]:
 def _select_nsga2(candidates: list[Individual], k: int) -> tuple[list[Individual], list[int]]:
     """DEAP's selNSGA2 (the same choice, in the same order) and the front rank of each chosen
     individual, from one non-dominated sort."""
-    fronts = tools.sortNondominated(candidates, k)
+    fronts = sort_nondominated(candidates, k)
     chosen = [ind for front in fronts[:-1] for ind in front]
     ranks = [r for r, front in enumerate(fronts[:-1]) for _ in front]
     room = k - len(chosen)

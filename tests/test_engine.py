@@ -67,7 +67,8 @@ def test_cache_is_keyed_by_task_and_fit_settings(tmp_path):
 
 
 def test_cache_never_returns_a_fitness_measured_under_other_fitter_constants(tmp_path, monkeypatch):
-    """The fitter's own constants (starts, L2, tolerance) change a fit as much as max_iter."""
+    """The fitter's own constants (starts and their rows, L2, tolerance) change a fit as much as
+    max_iter."""
     import evo_rules.cache as cache_mod
     import evo_rules.fitting as fitting
 
@@ -76,7 +77,7 @@ def test_cache_never_returns_a_fitness_measured_under_other_fitter_constants(tmp
     a.put_many([{"key": "k1", "metric": 0.5}])
     a.close()
     assert fitting.FITTER["l2"] == fitting.L2 and fitting.FITTER["starts"] == list(fitting.STARTS)
-    for change in ({"l2": 1e-4}, {"tol": 1e-6}, {"starts": [0.0]}):
+    for change in ({"l2": 1e-4}, {"tol": 1e-9}, {"starts": [0.0]}, {"start_rows": 64}):
         monkeypatch.setattr(cache_mod, "FITTER", dict(fitting.FITTER, **change))
         assert FitnessCache(path, "task-a", {"max_iter": 20}).get_many(["k1"]) == {}, change
     monkeypatch.setattr(cache_mod, "FITTER", dict(fitting.FITTER))

@@ -123,8 +123,11 @@ def test_nsga2_sorts_once_per_generation(monkeypatch):
     m = PopulationManager(_variation(cfg), 12, np.random.default_rng(7), hall_of_fame=5)
     _generation(m, 0)
     calls = []
-    real = tools.sortNondominated
-    monkeypatch.setattr(tools, "sortNondominated", lambda *a, **k: calls.append(1) or real(*a, **k))
+    import evo_rules.population as population_mod
+
+    real = population_mod.sort_nondominated
+    monkeypatch.setattr(population_mod, "sort_nondominated",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
     _generation(m, 1)
     assert len(calls) == 1
 
