@@ -143,9 +143,12 @@ def _levenberg_marquardt(rows: "_Rows", cur: "_Point", max_iter: int, tol: float
             # solve); a matrix it cannot factor (not positive definite) goes to least squares
             predicted = _damped_step(H, g, lam, scale, step)
             if predicted != predicted:  # NaN: not factored
-                step = np.linalg.lstsq(H + lam * np.diag(scale), -g, rcond=None)[0]
-                predicted = -(g @ step + 0.5 * step @ H @ step)
-                if not np.all(np.isfinite(step)):
+                A = H + lam * np.diag(scale)
+                if np.all(np.isfinite(A)) and np.all(np.isfinite(g)):
+                    # (LAPACK's least squares never returns on a matrix holding NaN)
+                    step = np.linalg.lstsq(A, -g, rcond=None)[0]
+                    predicted = -(g @ step + 0.5 * step @ H @ step)
+                if predicted != predicted or not np.all(np.isfinite(step)):
                     predicted = np.inf
             if predicted == np.inf:  # a step that is not finite
                 lam, nu = lam * nu, nu * 2.0
@@ -218,6 +221,8 @@ class _Rows:
             return best
         A = best.Jt[lin].T
         target = self.y - best.s + A @ best.w[lin]
+        if not (np.all(np.isfinite(A)) and np.all(np.isfinite(target))):
+            return best  # (LAPACK's least squares never returns on NaN)
         sol, *_ = np.linalg.lstsq(A, target, rcond=None)
         w_try = best.w.copy()
         w_try[lin] = sol

@@ -15,7 +15,7 @@ from .terms import (ARITY, MAX_DEPTH, MAX_SIZE, MAX_TEXT, NARY, OPERATORS, Term,
                     to_text, weight)
 
 ALIASES = {"+": "add", "*": "mul"}
-_TOKEN = re.compile(r"\s*(?:(\()|(\))|([^\s()]+))")
+_TOKEN = re.compile(r"[()]|[^\s()]+")
 _WEIGHT = re.compile(r"w([A-Za-z0-9_]*)\Z")
 _FEATURE = re.compile(r"x\.([A-Za-z_][A-Za-z0-9_]*)\Z")
 _NUMBER = re.compile(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
@@ -49,18 +49,9 @@ def excerpt(text: str, pos: int, width: int = 24) -> str:
     return _printable(f"{left!s}<<HERE>>{right!s}")
 
 
-def _tokens(text: str):
-    pos = 0
-    n = len(text)
-    while pos < n:
-        m = _TOKEN.match(text, pos)
-        if m is None:  # only trailing whitespace is left
-            break
-        if m.group(0).strip() == "":
-            break
-        start = m.start(m.lastindex)
-        yield start, m.group(m.lastindex)
-        pos = m.end()
+def _tokens(text: str) -> list[tuple[int, str]]:
+    """(offset, token) of every '(' , ')' and run of other non-space characters."""
+    return [(m.start(), m.group()) for m in _TOKEN.finditer(text)]
 
 
 def parse_term(text: str) -> Term:
@@ -76,7 +67,7 @@ def read(text: str) -> tuple[Term, dict[int, tuple[int, int]]]:
     if len(text) > MAX_TEXT:
         raise ParseError(f"rule text is {len(text):,} characters, over the limit of {MAX_TEXT:,} "
                          f"(MAX_TEXT)", text, MAX_TEXT)
-    toks = list(_tokens(text))
+    toks = _tokens(text)
     if not toks:
         raise ParseError("empty rule text", text, 0)
     positions: dict[int, tuple[int, int]] = {}

@@ -127,3 +127,22 @@ def test_the_damped_step_refuses_a_matrix_that_is_not_positive_definite():
     H = np.array([[1.0, 0.0], [0.0, -5.0]])
     step = np.zeros(2)
     assert math.isnan(_damped_step(H, np.ones(2), 1e-3, np.ones(2), step))
+
+
+def test_a_curvature_that_overflows_never_reaches_least_squares(monkeypatch):
+    """Features near 1e200 give a finite Jacobian whose Gram matrix overflows; the Cholesky step
+    fails on it and LAPACK's least squares, which never returns on NaN input (a search hung
+    there), must not be called with it: such steps are rejected."""
+    real = np.linalg.lstsq
+
+    def finite_only(A, b, *args, **kwargs):
+        assert np.all(np.isfinite(A)) and np.all(np.isfinite(b)), "lstsq called on non-finite input"
+        return real(A, b, *args, **kwargs)
+
+    monkeypatch.setattr(np.linalg, "lstsq", finite_only)
+    rng = np.random.default_rng(0)
+    X = {"a": rng.uniform(1, 2, 50) * 1e200, "b": rng.uniform(1, 2, 50) * 1e200}
+    y = rng.normal(size=50)
+    for text in ("(add (mul w x.a) (mul w x.b))", "(add (mul w x.a) (mul w x.b) (exp (mul w x.a)))"):
+        res = fit(parse(text), X, y)
+        assert res.iterations <= 20

@@ -44,7 +44,9 @@ def reference_fit(rule, X, y, loss="squared", groups=None, max_iter=20, init=Non
             lin = linear_params(rule)
             if lin:
                 A = Jt[lin].T
-                sol, *_ = np.linalg.lstsq(A, y - s + A @ w[lin], rcond=None)
+                target = y - s + A @ w[lin]
+                ok = np.all(np.isfinite(A)) and np.all(np.isfinite(target))
+                sol = np.linalg.lstsq(A, target, rcond=None)[0] if ok else w[lin]
                 w_try = w.copy()
                 w_try[lin] = sol
                 r = evaluate(w_try)
@@ -68,9 +70,11 @@ def reference_fit(rule, X, y, loss="squared", groups=None, max_iter=20, init=Non
                 # what this reference pins down is which kernel runs the fit makes
                 predicted = _damped_step(H, g, lam, scale, step)
                 if predicted != predicted:
-                    step = np.linalg.lstsq(H + lam * np.diag(scale), -g, rcond=None)[0]
-                    predicted = -(g @ step + 0.5 * step @ H @ step)
-                    if not np.all(np.isfinite(step)):
+                    A = H + lam * np.diag(scale)
+                    if np.all(np.isfinite(A)) and np.all(np.isfinite(g)):
+                        step = np.linalg.lstsq(A, -g, rcond=None)[0]
+                        predicted = -(g @ step + 0.5 * step @ H @ step)
+                    if predicted != predicted or not np.all(np.isfinite(step)):
                         predicted = np.inf
                 if predicted == np.inf:
                     lam, nu = lam * nu, nu * 2.0
