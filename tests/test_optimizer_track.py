@@ -444,3 +444,43 @@ def test_lr_sweep_picks_each_rate_by_the_mean_valid_loss_at_both_horizons(tmp_pa
     want = sum(t.run(base="adamw", seed=mod.SWEEP_FIRST_SEED, steps=h)["valid"] for h in (3, 4)) / 2
     best_adamw = min(float(ln.rsplit("(mean ", 1)[1].rstrip(")")) for ln in lines[7:])
     assert want == pytest.approx(best_adamw, abs=1e-4)
+
+
+def test_a_lead_within_the_race_margin_is_a_tie_and_is_not_raced(task, monkeypatch):
+    """race_margin: the long run is trained only for a rule leading at `steps` by more than the
+    margin; a smaller lead scores 0 (min(lead, 0)). The margin is part of the fitness cache's
+    key only when set, so caches of margin 0 stay valid."""
+    plain = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both", **TINY)
+    wide = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both",
+                             race_margin=0.001, **TINY)
+    assert wide.fingerprint != plain.fingerprint and wide.run_fingerprint == plain.run_fingerprint
+    zero = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both",
+                             race_margin=0.0, **TINY)
+    assert zero.fingerprint == plain.fingerprint
+    muon = wide.linear_rule_text()
+    # valid / test losses by (rule, steps): Muon 3.0 at 3 steps, 2.5 at 4
+    losses = {(muon, 3): 3.0, (muon, 4): 2.5, ("tie", 3): 2.9995, ("lead", 3): 2.998,
+              ("lead", 4): 2.499, ("behind", 3): 3.1}
+    trained = []
+
+    def fake_run(rule=None, steps=None, **kw):
+        key = (rule, steps or 3)
+        trained.append(key)
+        return {"valid": losses[key], "test": losses[key], "train": losses[key]}
+
+    for t in (wide, plain):
+        monkeypatch.setattr(t, "run", fake_run)
+    got = {rule: wide.evaluate(rule, [], "valid") for rule in ("tie", "lead", "behind")}
+    assert got["tie"]["lead_vs_muon"] == 0.0 and "lead_long" not in got["tie"]
+    assert got["lead"]["lead_vs_muon"] == pytest.approx(min(0.002, 0.001))
+    assert got["behind"]["lead_vs_muon"] == pytest.approx(-0.1)
+    assert ("tie", 4) not in trained and ("lead", 4) in trained and ("behind", 4) not in trained
+    # at margin 0 the tie is raced as before (and its long lead counts)
+    losses[("tie", 4)] = 2.6
+    assert plain.evaluate("tie", [], "valid")["lead_vs_muon"] == pytest.approx(-0.1)
+    assert ("tie", 4) in trained
+
+
+def test_race_margin_is_checked():
+    with pytest.raises(SettingsError, match="race_margin"):
+        check_task_settings({"race_margin": -0.1})
