@@ -89,7 +89,6 @@ def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
     if F.shape[1] != y.shape[0]:
         raise ValueError(f"X has {F.shape[1]} rows but y has {y.shape[0]}")
     every = _Rows(rule, F, L, y, l2)
-    head = every.head(START_ROWS)
 
     # ---- start point: the best finite one. With several starts the losses come from forward
     # runs on the first rows and the Jacobian from one run at the winner; a start whose
@@ -97,6 +96,7 @@ def _fit(rule, X, y, loss, groups, max_iter, init, tol, l2, names) -> FitResult:
     starts = [np.asarray(init, dtype=np.float64).reshape(k)] if init is not None else [
         np.full(k, c) for c in STARTS]
     if len(starts) > 1:
+        head = every.head(START_ROWS)
         losses = [head.forward_loss(w0) for w0 in starts]
         order = sorted((f0, i) for i, f0 in enumerate(losses) if np.isfinite(f0))
     else:
@@ -136,20 +136,9 @@ def _levenberg_marquardt(rows: "_Rows", cur: "_Point", max_iter: int, tol: float
         g = cur.Jt @ gs + l2 * cur.w
         H = Hs + ridge
         scale = np.maximum(np.diag(H), 1e-12)
-        step = np.empty(k)
         accepted = None
         for _ in range(12):
-            # Cholesky in numba (k is small: NumPy's LAPACK call cost more in overhead than the
-            # solve); a matrix it cannot factor (not positive definite) goes to least squares
-            predicted = _damped_step(H, g, lam, scale, step)
-            if predicted != predicted:  # NaN: not factored
-                A = H + lam * np.diag(scale)
-                if np.all(np.isfinite(A)) and np.all(np.isfinite(g)):
-                    # (LAPACK's least squares never returns on a matrix holding NaN)
-                    step = np.linalg.lstsq(A, -g, rcond=None)[0]
-                    predicted = -(g @ step + 0.5 * step @ H @ step)
-                if predicted != predicted or not np.all(np.isfinite(step)):
-                    predicted = np.inf
+            step, predicted = damped_solve(H, g, lam, scale)
             if predicted == np.inf:  # a step that is not finite
                 lam, nu = lam * nu, nu * 2.0
                 continue
@@ -228,6 +217,23 @@ class _Rows:
         w_try[lin] = sol
         r = self.at(w_try)
         return r if r is not None and r.f <= best.f else best
+
+
+def damped_solve(H: np.ndarray, g: np.ndarray, lam: float, scale: np.ndarray):
+    """(step, predicted decrease) for (H + lam diag(scale)) step = -g; predicted is inf when no
+    finite step exists. Cholesky in numba (k is small: NumPy's LAPACK call cost more in overhead
+    than the solve); a matrix it cannot factor (not positive definite) goes to least squares."""
+    step = np.empty(g.shape[0])
+    predicted = _damped_step(H, g, lam, scale, step)
+    if predicted != predicted:  # NaN: not factored
+        A = H + lam * np.diag(scale)
+        if np.all(np.isfinite(A)) and np.all(np.isfinite(g)):
+            # (LAPACK's least squares never returns on a matrix holding NaN)
+            step = np.linalg.lstsq(A, -g, rcond=None)[0]
+            predicted = -(g @ step + 0.5 * step @ H @ step)
+        if predicted != predicted or not np.all(np.isfinite(step)):
+            predicted = np.inf
+    return step, predicted
 
 
 @njit(cache=True, nogil=True)

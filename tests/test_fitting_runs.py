@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import evo_rules.rule as rule_mod
 from evo_rules import fit, parse
-from evo_rules.fitting import L2, PATIENCE, STARTS, TOL, _damped_step, linear_params
+from evo_rules.fitting import L2, PATIENCE, STARTS, TOL, damped_solve, linear_params
 from evo_rules.losses import make_loss
 from evo_rules.terms import to_text
 from strategies import terms
@@ -64,18 +64,10 @@ def reference_fit(rule, X, y, loss="squared", groups=None, max_iter=20, init=Non
             H = Hs + l2 * np.eye(k)
             scale = np.maximum(np.diag(H), 1e-12)
             accepted = False
-            step = np.empty(k)
             for _ in range(12):
-                # the damped solve as the fit makes it (Cholesky, least squares when it fails):
-                # what this reference pins down is which kernel runs the fit makes
-                predicted = _damped_step(H, g, lam, scale, step)
-                if predicted != predicted:
-                    A = H + lam * np.diag(scale)
-                    if np.all(np.isfinite(A)) and np.all(np.isfinite(g)):
-                        step = np.linalg.lstsq(A, -g, rcond=None)[0]
-                        predicted = -(g @ step + 0.5 * step @ H @ step)
-                    if predicted != predicted or not np.all(np.isfinite(step)):
-                        predicted = np.inf
+                # the damped solve as the fit makes it: what this reference pins down is which
+                # kernel runs the fit makes
+                step, predicted = damped_solve(H, g, lam, scale)
                 if predicted == np.inf:
                     lam, nu = lam * nu, nu * 2.0
                     continue
