@@ -20,6 +20,7 @@ v' u^v log u (the second part only when v holds a weight).
 from __future__ import annotations
 
 import math
+from operator import is_
 
 from .terms import MINUS_ONE, ONE, ZERO, Term, num, weights_in
 
@@ -48,30 +49,36 @@ class _Builder:
             t = self.table[key] = Term(op, args, value)
         return t
 
-    def intern(self, t: Term) -> Term:
-        """The unique object of each subterm of t (post-order, iterative)."""
-        done: dict[int, Term] = {}
+    def intern(self, t: Term) -> tuple[Term, list[Term], dict[int, bool]]:
+        """(the unique object of t, its unique nodes with every node after all of its parents
+        (reverse post-order, children left to right), whether each holds a weight, by id).
+        Recursive: t is a rule, which the canonical form (recursive too) has already walked."""
         table = self.table
-        stack = [(t, False)]
-        while stack:
-            n, ready = stack.pop()
-            nid = id(n)
-            if nid in done:
-                continue
+        done: dict[int, Term] = {}  # id of a node of t -> its unique object
+        post: list[Term] = []
+        has_w: dict[int, bool] = {}
+
+        def rec(n: Term) -> Term:
+            u = done.get(id(n))
+            if u is not None:
+                return u
             nargs = n.args
-            if ready or not nargs:
-                args = tuple(done[id(a)] for a in nargs)
-                key = (n.op, n.value, tuple(map(id, args)))
-                u = table.get(key)
-                if u is None:
-                    # n itself is the unique object when its children are: no copy of the rule
-                    same = all(a is b for a, b in zip(args, nargs))
-                    u = table[key] = n if same else Term(n.op, args, n.value)
-                done[nid] = u
-            else:
-                stack.append((n, True))
-                stack.extend((a, False) for a in nargs)
-        return done[id(t)]
+            args = tuple([rec(a) for a in nargs]) if nargs else nargs
+            key = (n.op, n.value, tuple(map(id, args)))
+            u = table.get(key)
+            if u is None:
+                # n itself is the unique object when its children are: no copy of the rule
+                same = all(map(is_, args, nargs))
+                u = table[key] = n if same else Term(n.op, args, n.value)
+            if id(u) not in has_w:  # first time this subterm is met
+                post.append(u)
+                has_w[id(u)] = n.op == "w" or any(has_w[id(a)] for a in args)
+            done[id(n)] = u
+            return u
+
+        root = rec(t)
+        post.reverse()
+        return root, post, has_w
 
     def mul(self, *factors: Term) -> Term:
         c = 1.0
@@ -126,31 +133,10 @@ def _is_neg(t: Term) -> bool:
     return t.op == "mul" and len(t.args) == 2 and t.args[0] is MINUS_ONE_U
 
 
-def _order(root: Term) -> list[Term]:
-    """Unique nodes, every node after all of its parents (reverse post-order)."""
-    post: list[Term] = []
-    seen: set[int] = set()
-    stack = [(root, False)]
-    while stack:
-        n, ready = stack.pop()
-        if ready:
-            post.append(n)
-        elif id(n) not in seen:
-            seen.add(id(n))
-            stack.append((n, True))
-            stack.extend((a, False) for a in reversed(n.args))
-    post.reverse()
-    return post
-
-
 def gradients(t: Term) -> dict[str, Term]:
     """d t / d w for every weight w of t, in `weights_in` order, as terms sharing subterms."""
     b = _new_builder()
-    root = b.intern(t)
-    order = _order(root)
-    has_w: dict[int, bool] = {}
-    for n in reversed(order):  # children first
-        has_w[id(n)] = n.op == "w" or any(has_w[id(a)] for a in n.args)
+    root, order, has_w = b.intern(t)
     parts: dict[int, list[Term]] = {id(root): [ONE_U]}
     adjoint: dict[int, Term] = {}
 

@@ -126,17 +126,20 @@ def read(text: str) -> tuple[Term, dict[int, tuple[int, int]]]:
 
 
 def _atom(tok: str, pos: int, text: str) -> Term:
-    if _NUMBER.match(tok):
+    first = tok[0]  # a weight starts with w, a feature with x, a number with neither
+    if first == "x":
+        m = _FEATURE.match(tok)
+        if m:
+            return feature(m.group(1))
+    elif first == "w":
+        m = _WEIGHT.match(tok)
+        if m:
+            return weight(m.group(1))
+    elif _NUMBER.match(tok):
         v = float(tok)
         if not math.isfinite(v):
             raise ParseError(f"number {show(tok)} is not finite", text, pos)
         return num(v)
-    m = _WEIGHT.match(tok)
-    if m:
-        return weight(m.group(1))
-    m = _FEATURE.match(tok)
-    if m:
-        return feature(m.group(1))
     if tok in ALIASES or tok in NARY or tok in ARITY:
         raise ParseError(f"operator {show(tok)} must follow '('", text, pos)
     raise ParseError(

@@ -79,12 +79,46 @@ class _Builder:
         return slot
 
     def term(self, t: Term) -> int:
-        """Slot of t. Iterative post-order over distinct objects, children left to right (the
-        slot order of the former recursive compiler): gradient terms share subterms (a DAG)
-        and can be deeper than any rule."""
+        """Slot of t: post-order over distinct objects, children left to right. Recursive (one
+        Python frame per level: the fastest walk, and most of a set-up is this walk); gradient
+        terms share subterms (a DAG) and can be deeper than any rule, so a term deeper than
+        Python's recursion limit is compiled by the iterative walk, to the same program."""
+        mark = len(self.code)
+        try:
+            return self._term_recursive(t)
+        except RecursionError:
+            # undo the partial walk: slots emitted since `mark` and the objects mapped to them
+            self.by_id = {k: v for k, v in self.by_id.items() if v < mark}
+            self.memo = {k: v for k, v in self.memo.items() if v < mark}
+            del self.code[mark:], self.a[mark:], self.b[mark:], self.c[mark:]
+            return self._term_iterative(t)
+
+    def _term_recursive(self, t: Term) -> int:
+        by_id, emit, emit_plan, SUB = self.by_id, self.emit, self._emit_plan, K.SUB
+
+        def slot(n: Term) -> int:
+            s = by_id.get(id(n))
+            if s is not None:
+                return s
+            code, operands = _plan(n)
+            if code == SUB:  # eml: exp(u) is emitted before log(v)'s operand is compiled
+                (ce, u), (cl, v) = operands
+                e = emit(ce, slot(u))
+                s = emit(SUB, e, emit(cl, slot(v)))
+            else:
+                for o in operands:
+                    slot(o)
+                s = emit_plan(n, code, operands)
+            by_id[id(n)] = s
+            return s
+
+        return slot(t)
+
+    def _term_iterative(self, t: Term) -> int:
+        """`_term_recursive`'s walk with an explicit stack: the same slots in the same order."""
         half: dict[int, int] = {}  # eml node -> slot of its exp part, emitted before the log part
         plans: dict[int, tuple] = {}  # a node is met again once its operands are compiled
-        by_id, emit, SUB = self.by_id, self.emit, K.SUB  # locals: this loop is most of a set-up
+        by_id, emit, SUB = self.by_id, self.emit, K.SUB
         stack = [t]
         while stack:
             n = stack[-1]

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from operator import is_
 
-from .terms import NARY, ONE, ZERO, Term, num, weight
+from .terms import LEAVES, NARY, ONE, ZERO, Term, format_number, num, weight
 
 _MAX_PASSES = 8
 
@@ -65,6 +66,7 @@ def _apply(op: str, vals: list[float]) -> float | None:
 
 
 _NO_FEATURES: frozenset = frozenset()
+_LEAF_OPS = frozenset(LEAVES)
 
 
 class _Simplifier:
@@ -115,14 +117,12 @@ class _Simplifier:
         hit = self.done.get(id(t))
         if hit is not None:
             return hit[1]
-        out = self._once(t)
+        op = t.op
+        out = t if op in _LEAF_OPS else self._node(t, op)
         self.done[id(t)] = (t, out)
         return out
 
-    def _once(self, t: Term) -> Term:
-        if t.is_leaf:
-            return t
-        op = t.op
+    def _node(self, t: Term, op: str) -> Term:
         # flatten nested add/add, mul/mul before folding numbers, so grouping cannot change rounding
         raw = _flatten(t) if op in NARY else t.args
         args = [self.once(a) for a in raw]
@@ -242,7 +242,7 @@ class _Simplifier:
 
 
 def _same_objects(a: tuple[Term, ...], b: tuple[Term, ...]) -> bool:
-    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+    return len(a) == len(b) and all(map(is_, a, b))
 
 
 def _rebuilt(t: Term, args: list[Term]) -> Term:
@@ -298,17 +298,28 @@ def _sorted(t: Term, named: bool) -> tuple[Term, str, str, bool]:
     op = t.op
     if op == "w":
         return t, "w", ("w" + str(t.value) if named else ""), False
-    if op in ("x", "num"):
-        text = t.text
+    if op == "x":
+        text = "x." + str(t.value)
+        return t, text, text, False
+    if op == "num":
+        text = format_number(t.value)
         return t, text, text, False
     parts = [_sorted(a, named) for a in t.args]
-    tied = any(p[3] for p in parts)
+    tied = any([p[3] for p in parts])
     if op in NARY:
-        parts.sort(key=(lambda p: (p[1], p[2])) if named else (lambda p: p[1]))
-        tied = tied or any(parts[i][1] == parts[i + 1][1] for i in range(len(parts) - 1))
-    shape = "(" + op + "".join(" " + p[1] for p in parts) + ")"
-    text = "(" + op + "".join(" " + p[2] for p in parts) + ")" if named else ""
+        parts.sort(key=_by_shape_text if named else _by_shape)
+        tied = tied or any([parts[i][1] == parts[i + 1][1] for i in range(len(parts) - 1)])
+    shape = "(" + op + " " + " ".join([p[1] for p in parts]) + ")"
+    text = "(" + op + " " + " ".join([p[2] for p in parts]) + ")" if named else ""
     return _rebuilt(t, [p[0] for p in parts]), shape, text, tied
+
+
+def _by_shape(p: tuple) -> str:
+    return p[1]
+
+
+def _by_shape_text(p: tuple) -> tuple[str, str]:
+    return p[1], p[2]
 
 
 def _sort_commutative(t: Term, named: bool) -> Term:

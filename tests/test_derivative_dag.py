@@ -91,3 +91,35 @@ def test_gradient_terms_are_named_by_params_and_hold_only_rule_weights():
     for g in r.gradients.values():
         assert set(weights_in(g)) <= set(r.params)
         assert isinstance(g.text, str)
+
+
+def test_terms_deeper_than_the_recursion_limit_compile_to_the_same_program(monkeypatch):
+    """The compiler walks recursively and falls back to its iterative walk on a term deeper than
+    Python's recursion limit (gradient DAGs can be deeper than any rule): same program."""
+    import sys
+
+    from evo_rules import program
+    from evo_rules.program import compile_terms
+
+    fallbacks = []
+    iterative = program._Builder._term_iterative
+
+    def counted(self, t):
+        fallbacks.append(t)
+        return iterative(self, t)
+
+    monkeypatch.setattr(program._Builder, "_term_iterative", counted)
+    r = Rule(softplus_chain(30))
+    grads = [r.gradients[p] for p in r.params]
+    normal = compile_terms(r.term, grads, r.params, r.features)
+    assert not fallbacks
+    depth = len(__import__("inspect").stack())
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(depth + 40)  # far less than the gradient terms' depth
+    try:
+        fallback = compile_terms(r.term, grads, r.params, r.features)
+    finally:
+        sys.setrecursionlimit(old)
+    assert fallbacks  # the limit was hit
+    for field in ("code", "arg_a", "arg_b", "consts", "outputs"):
+        assert np.array_equal(getattr(normal, field), getattr(fallback, field)), field
