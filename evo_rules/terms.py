@@ -168,9 +168,17 @@ def depth(t: Term) -> int:
 def weights_in(t: Term) -> tuple[str, ...]:
     """Weight names in first-occurrence pre-order."""
     seen: dict[str, None] = {}
-    for n in walk_unique(t):  # a repeated subterm holds no weight not seen on its first visit
+    visited: set[int] = set()  # a repeated subterm holds no weight not seen on its first visit
+    stack = [t]
+    while stack:  # walk_unique's order, without a generator (this is part of every set-up)
+        n = stack.pop()
+        if id(n) in visited:
+            continue
+        visited.add(id(n))
         if n.op == "w":
             seen.setdefault("w" + str(n.value), None)
+        elif n.args:
+            stack.extend(reversed(n.args))
     return tuple(seen)
 
 
