@@ -15,7 +15,12 @@ per-hop accuracy (each hop scored given the rule's own earlier choices):
   anchor verbs  q_words * after_anchor * a_WORD and q_words * a_WORD for the take and drop words
                 of the vocabulary: at the second hop, the move to the question's place comes
                 after a taking anchor and before a dropping one;
-  with link     the same times link (the move is by the anchor's person).
+  with link     the same times link (the move is by the anchor's person);
+  screened      and the 16 products the product screen ranks first against the linear rule (the
+                seeds of runs/babi-3-generic.toml: word indicators times latest mentions, ...);
+  move words    and the hop-3 terms times w_WORD for the movement words: the person's previous
+                *move* before the anchor, skipping what they did with objects in between
+                (products of 5 and 6 features).
 
 The products name words of the vocabulary (`a_took`, ...) that a human picked: they show what the
 features can express, not what a search found. No search, no gate. Seconds of CPU: run it when
@@ -30,13 +35,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from evo_rules.evaluate import fit_and_score, rescore  # noqa: E402
+from evo_rules.fit_settings import FitSettings  # noqa: E402
 from evo_rules.fitness.registry import get_task  # noqa: E402
+from evo_rules.screening import screen_products  # noqa: E402
 
+MOVES = ("went", "moved", "journeyed", "travelled", "back")
+SCREENED = 16  # the product screen's pairs, as runs/babi-3-generic.toml seeds them
 TAKE_DROP = ("took", "got", "picked", "grabbed", "dropped", "discarded", "put", "left")
 
 
-def rows(task) -> dict[str, str]:
-    """Name -> the products added to the linear rule."""
+def rows(task, screened: list[tuple[str, str, float]] | None = None) -> dict[str, str]:
+    """Name -> the products added to the linear rule; `screened`: the product screen's pairs
+    (evo_rules.screening), added in one more row."""
     features = set(task.batch("train").X)
     words = [w for w in TAKE_DROP if "a_" + w in features]
     hop3 = ("(mul w x.hop x.hop x.link x.recency) "
@@ -44,10 +54,20 @@ def rows(task) -> dict[str, str]:
     verbs = " ".join(f"(mul w x.q_words x.after_anchor x.a_{w}) (mul w x.q_words x.a_{w})" for w in words)
     verbs_link = " ".join(f"(mul w x.q_words x.after_anchor x.link x.a_{w}) (mul w x.q_words x.link x.a_{w})"
                           for w in words)
-    return {"linear (56 features)": "",
-            "+ hop-3 terms (2 products)": hop3,
-            f"+ hop-3 terms + anchor verbs ({2 + 2 * len(words)} products)": hop3 + " " + verbs,
-            f"+ hop-3 terms + anchor verbs with link ({2 + 2 * len(words)} products)": hop3 + " " + verbs_link}
+    out = {"linear (56 features)": "",
+           "+ hop-3 terms (2 products)": hop3,
+           f"+ hop-3 terms + anchor verbs ({2 + 2 * len(words)} products)": hop3 + " " + verbs,
+           f"+ hop-3 terms + anchor verbs with link ({2 + 2 * len(words)} products)": hop3 + " " + verbs_link}
+    if screened:
+        pairs = " ".join(f"(mul w x.{a} x.{b})" for a, b, _ in screened)
+        out[f"+ the screen's {len(screened)} products + hop-3 terms + anchor verbs with link"] = (
+            pairs + " " + hop3 + " " + verbs_link)
+        moves = [w for w in MOVES if "w_" + w in features]
+        hop3_moves = " ".join(f"(mul w x.hop x.hop x.link x.recency x.w_{w}) "
+                              f"(mul w x.hop x.hop x.link x.recency x.after_anchor x.w_{w})" for w in moves)
+        out[f"the same + hop-3 terms times {len(moves)} move words"] = (
+            pairs + " " + hop3 + " " + verbs_link + " " + hop3_moves)
+    return out
 
 
 def main() -> int:
@@ -55,7 +75,8 @@ def main() -> int:
     linear = task.linear_rule_text()
     print("babi-3, generic features, valid_fraction 0.4; exact / hop1 / hop2 / hop3")
     print(f"| rule | valid | test |\n|---|---|---|")
-    for name, extra in rows(task).items():
+    screened = screen_products(task, FitSettings.coerce(None), SCREENED)
+    for name, extra in rows(task, screened).items():
         text = linear[:-1] + " " + extra + ")" if extra else linear
         fitted = fit_and_score(text, task)
         if not fitted.valid:
