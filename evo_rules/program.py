@@ -80,7 +80,7 @@ class _Builder:
 
     def term(self, t: Term) -> int:
         """Slot of t: post-order over distinct objects, children left to right. Recursive (one
-        Python frame per level: the fastest walk, and most of a set-up is this walk); gradient
+        Python frame per level: the fastest walk, and a quarter of a set-up is this walk); gradient
         terms share subterms (a DAG) and can be deeper than any rule, so a term deeper than
         Python's recursion limit is compiled by the iterative walk, to the same program."""
         mark = len(self.code)
