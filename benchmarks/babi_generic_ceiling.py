@@ -20,7 +20,11 @@ per-hop accuracy (each hop scored given the rule's own earlier choices):
                 seeds of runs/babi-3-generic.toml: word indicators times latest mentions, ...);
   move words    and the hop-3 terms times w_WORD for the movement words: the person's previous
                 *move* before the anchor, skipping what they did with objects in between
-                (products of 5 and 6 features).
+                (products of 5 and 6 features);
+  word groups   the hop-3 terms, the hop-3 terms times the movement words and the anchor verbs
+                with link, each kind of word entering as one summed factor (w_went + w_moved +
+                ...; a_took + a_got + ...; a_dropped + ...): a soft OR with one weight per kind
+                instead of one per word, so no single word's weight outweighs a step of recency.
 
 The products name words of the vocabulary (`a_took`, ...) that a human picked: they show what the
 features can express, not what a search found. No search, no gate. Seconds of CPU: run it when
@@ -40,8 +44,10 @@ from evo_rules.fitness.registry import get_task  # noqa: E402
 from evo_rules.screening import screen_products  # noqa: E402
 
 MOVES = ("went", "moved", "journeyed", "travelled", "back")
+TAKES = ("took", "got", "picked", "grabbed")
+DROPS = ("dropped", "discarded", "put", "left")
 SCREENED = 16  # the product screen's pairs, as runs/babi-3-generic.toml seeds them
-TAKE_DROP = ("took", "got", "picked", "grabbed", "dropped", "discarded", "put", "left")
+TAKE_DROP = TAKES + DROPS
 
 
 def rows(task, screened: list[tuple[str, str, float]] | None = None) -> dict[str, str]:
@@ -67,7 +73,25 @@ def rows(task, screened: list[tuple[str, str, float]] | None = None) -> dict[str
                               f"(mul w x.hop x.hop x.link x.recency x.after_anchor x.w_{w})" for w in moves)
         out[f"the same + hop-3 terms times {len(moves)} move words"] = (
             pairs + " " + hop3 + " " + verbs_link + " " + hop3_moves)
+    out["word groups: hop-3 terms, times the move words' sum; anchor verbs with link, summed by kind"] = \
+        grouped(features, hop3)
     return out
+
+
+def _sum(prefix: str, words, features) -> str:
+    """One factor for a kind of word: the sum of its indicators that the vocabulary has."""
+    names = [f"x.{prefix}{w}" for w in words if prefix + w in features]
+    return names[0] if len(names) == 1 else "(add " + " ".join(names) + ")"
+
+
+def grouped(features, hop3: str) -> str:
+    """The hop-3 and anchor-verb products with each kind of word summed into one factor ("went"
+    and "went back" count alike: "back" is left out)."""
+    m = _sum("w_", MOVES[:-1], features)
+    hop3_moves = f"(mul w x.hop x.hop x.link x.recency {m}) (mul w x.hop x.hop x.link x.recency x.after_anchor {m})"
+    verbs = " ".join(f"(mul w x.q_words x.after_anchor x.link {k}) (mul w x.q_words x.link {k})"
+                     for k in (_sum("a_", TAKES, features), _sum("a_", DROPS, features)))
+    return hop3 + " " + hop3_moves + " " + verbs
 
 
 def main() -> int:
