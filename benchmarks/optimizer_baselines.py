@@ -8,6 +8,11 @@ seconds per run and per step.
     python3 benchmarks/optimizer_baselines.py --steps 5 --seeds 1 --long-steps 0   # smoke check
     python3 benchmarks/optimizer_baselines.py --sweep-lr --seeds 2 --long-steps 0  # tune the lrs first
     python3 benchmarks/optimizer_baselines.py --sweep-lr --sweep-only --seeds 1 --cache-dir ~/.cache/evo-rules
+    python3 benchmarks/optimizer_baselines.py --rule "(mul -0.5 x.u x.t)"   # your rules beside them
+
+`--rule TEXT` (repeatable) trains a rule of your own beside the baselines, on the same seeds and
+horizons, in `--mode` (default correct: the parameter moves by -lr (u + rule)); its features are
+the track's (x.g, x.m, x.v, x.u, x.w, x.t) and a weight left in it is 1.0, as for the search.
 
 `--sweep-lr` first tunes, one after the other, Muon's learning rate (0.5, 1 and 2 times the
 default), Muon's AdamW part for embeddings and norms (`adam_lr`, 0.5 to 4 times) and the AdamW
@@ -48,9 +53,18 @@ def main(argv=None) -> int:
     ap.add_argument("--cache-dir", default="", help="keep the runs here (default: a temporary folder)")
     ap.add_argument("--sweep-lr", action="store_true", help="tune Muon's two and AdamW's learning rates first")
     ap.add_argument("--sweep-only", action="store_true", help="with --sweep-lr: print the tuned rates, no table")
+    ap.add_argument("--rule", action="append", default=[], metavar="TEXT",
+                    help="an update rule to train beside the baselines (repeatable)")
+    ap.add_argument("--mode", default="correct", choices=("replace", "gate", "correct"),
+                    help="how --rule acts on Muon's step (default correct: u + rule)")
     args = ap.parse_args(argv)
+    try:
+        rules = user_rules(args.rule)
+    except ValueError as exc:
+        print(f"optimizer_baselines: {exc}", file=sys.stderr)
+        return 2
     settings = {"steps": args.steps, "long_steps": args.long_steps or args.steps, "final_seeds": args.seeds,
-                "threads": args.threads, "final_workers": args.workers}
+                "threads": args.threads, "final_workers": args.workers, "mode": args.mode}
     settings.update({k: v for k, v in (("lr", args.lr), ("adam_lr", args.adam_lr), ("adamw_lr", args.adamw_lr))
                      if v is not None})
     with tempfile.TemporaryDirectory() as tmp:
@@ -67,7 +81,7 @@ def main(argv=None) -> int:
                 s = task.settings
                 print(f"tuned: lr {s['lr']:.4g}, adam_lr {s['adam_lr']:.4g}, adamw_lr {s['adamw_lr']:.4g}")
                 return 0
-        res = task.final_evaluation([], progress=True)
+        res = task.final_evaluation(rules, progress=True)
     print(res["text"])
     s = task.settings
     print(f"lr: Muon {s['lr']:.4g}, AdamW part {s['adam_lr']:.4g}, AdamW baseline {s['adamw_lr']:.4g}; "
@@ -79,6 +93,27 @@ def main(argv=None) -> int:
               f"losses), {len(secs)} runs")
     print(f"total {res['seconds']:.1f} s")
     return 0
+
+
+def user_rules(texts) -> list[dict]:
+    """The --rule texts as the final table's rule entries (weights 1.0); ValueError naming the
+    rule when one is not a rule or reads a feature the track does not have."""
+    from evo_rules.fitness.registry import features_before_build
+    from evo_rules.rule import parse
+
+    allowed = set(features_before_build("tinystories-optimizer", {}))
+    out = []
+    for text in texts:
+        try:
+            rule = parse(text, check_constants=False)
+        except ValueError as exc:
+            raise ValueError(f"--rule {text!r}: {exc}") from None
+        unknown = sorted(set(rule.features) - allowed)
+        if unknown:
+            raise ValueError(f"--rule {text!r}: no feature {', '.join('x.' + f for f in unknown)} in the "
+                             f"optimizer track (it has {', '.join('x.' + f for f in sorted(allowed))})")
+        out.append({"name": f"rule {rule.text}", "text": rule.text, "weights": [1.0] * len(rule.params)})
+    return out
 
 
 SWEEP_FIRST_SEED = 3000  # tuning seeds: not the search's (1), the gate's (1000+) nor the table's (2000+)

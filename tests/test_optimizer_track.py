@@ -419,7 +419,7 @@ def test_registered_with_its_features():
     assert registry.features_before_build("tinystories-optimizer", {}) == FEATURES
 
 
-def test_lr_sweep_picks_each_rate_by_the_mean_valid_loss_at_both_horizons(tmp_path, capsys):
+def _baselines_script():
     import importlib.util
     import os
 
@@ -428,6 +428,31 @@ def test_lr_sweep_picks_each_rate_by_the_mean_valid_loss_at_both_horizons(tmp_pa
     spec = importlib.util.spec_from_file_location("optimizer_baselines", path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_baselines_script_trains_a_users_rule_beside_the_baselines(task, capsys):
+    """--rule: the rule's row in the table (same seeds, weights 1.0, the task's mode); a text that
+    is no rule, or reads a feature the track lacks, stops the script with one line and exit 2
+    before anything is trained."""
+    mod = _baselines_script()
+    rules = mod.user_rules(["(mul w x.t x.u)"])
+    assert rules == [{"name": "rule (mul w0 x.t x.u)", "text": "(mul w0 x.t x.u)", "weights": [1.0]}]
+    res = task.final_evaluation(rules, progress=False)
+    for h in res["horizons"]:
+        names = [r["name"] for r in h["rows"]]
+        assert names[-1] == "rule (mul w0 x.t x.u)" and "Muon" in names
+        row = h["rows"][-1]
+        direct = task.run(rule="(mul x.t x.u)", mode=task.mode, seed=res["seeds"][0], steps=h["steps"])
+        assert row["losses"][0] == pytest.approx(direct["test"])  # the rule as written, weight 1.0
+    for bad, says in (("(mul x.u", "never closed"), ("(mul x.z x.u)", "no feature x.z")):
+        assert mod.main(["--rule", bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and bad in err[0]
+
+
+def test_lr_sweep_picks_each_rate_by_the_mean_valid_loss_at_both_horizons(tmp_path, capsys):
+    mod = _baselines_script()
     settings = {**TINY, "final_seeds": 1, "final_workers": 1}
     task = registry.get_task("tinystories-optimizer", cache_dir=str(tmp_path), **settings)
     tuned = mod.sweep(task, settings, str(tmp_path))
