@@ -371,12 +371,14 @@ def format_table(res: dict, settings: dict) -> str:
     lines = [f"optimizer track: loss on the test stories after training a fresh "
              f"{settings['n_layer']}-layer GPT (width {settings['n_embd']}, batch {settings['batch']} x "
              f"{settings['context']}), seeds {', '.join(map(str, seeds))}; wins = seeds better than Muon"]
+    # names in full (a rule's text is its name: cut short, two rules could read the same)
+    width = max([44] + [len(r["name"]) for h in res["horizons"] for r in h["rows"]])
     for h in res["horizons"]:
-        lines.append(f"  {h['steps']} steps:  {'rule':44s} {'mean':>7}  {'per seed':{8 * len(seeds)}s} wins")
+        lines.append(f"  {h['steps']} steps:  {'rule':{width}s} {'mean':>7}  {'per seed':{8 * len(seeds)}s} wins")
         for r in h["rows"]:
             per = " ".join(f"{x:7.4f}" for x in r["losses"])
             wins = "  -" if r["name"] == "Muon" else f"{r['wins_vs_muon']:2d}/{len(seeds)}"
-            lines.append(f"  {'':12}{r['name'][:44]:44s} {r['mean']:7.4f}  {per} {wins}")
+            lines.append(f"  {'':12}{r['name']:{width}s} {r['mean']:7.4f}  {per} {wins}")
     return "\n".join(lines)
 
 

@@ -439,6 +439,10 @@ def test_baselines_script_trains_a_users_rule_beside_the_baselines(task, capsys)
     rules = mod.user_rules(["(mul w x.t x.u)"])
     assert rules == [{"name": "rule (mul w0 x.t x.u)", "text": "(mul w0 x.t x.u)", "weights": [1.0]}]
     res = task.final_evaluation(rules, progress=False)
+    # a long rule's row shows its whole text (cut at 44 characters, rules that differ late read alike)
+    long = mod.user_rules(["(mul -0.5 x.u (add 1 (mul -1 (exp (mul x.u x.g)))))"])
+    text = task.final_evaluation(long, progress=False)["text"]
+    assert long[0]["name"] in text and len(long[0]["name"]) > 44
     for h in res["horizons"]:
         names = [r["name"] for r in h["rows"]]
         assert names[-1] == "rule (mul w0 x.t x.u)" and "Muon" in names
