@@ -37,7 +37,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evo_rules.fitness.optimizer import OptimizerTask  # noqa: E402
+from evo_rules.fitness.optimizer import MODES, OptimizerTask  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-only", action="store_true", help="with --sweep-lr: print the tuned rates, no table")
     ap.add_argument("--rule", action="append", default=[], metavar="TEXT",
                     help="an update rule to train beside the baselines (repeatable)")
-    ap.add_argument("--mode", default="correct", choices=("replace", "gate", "correct"),
+    ap.add_argument("--mode", default="correct", choices=MODES,
                     help="how --rule acts on Muon's step (default correct: u + rule)")
     args = ap.parse_args(argv)
     try:
