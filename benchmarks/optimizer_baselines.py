@@ -9,6 +9,11 @@ seconds per run and per step.
     python3 benchmarks/optimizer_baselines.py --sweep-lr --seeds 2 --long-steps 0  # tune the lrs first
     python3 benchmarks/optimizer_baselines.py --sweep-lr --sweep-only --seeds 1 --cache-dir ~/.cache/evo-rules
     python3 benchmarks/optimizer_baselines.py --rule "(mul -0.5 x.u x.t)"   # your rules beside them
+    python3 benchmarks/optimizer_baselines.py --muon-only --first-seed 3000 --split valid --rule "(mul -0.01 x.w)"
+
+The last form probes rules on tuning seeds (3000..) and the valid stories, against Muon alone:
+seeds and stories that neither the rerun gate (1000..) nor the report's table (2000.., test
+stories) uses, so choosing among rules there does not tune on the table.
 
 `--rule TEXT` (repeatable) trains a rule of your own beside the baselines, on the same seeds and
 horizons, in `--mode` (default correct: the parameter moves by -lr (u + rule)); its features are
@@ -37,7 +42,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evo_rules.fitness.optimizer import MODES, OptimizerTask  # noqa: E402
+from evo_rules.fitness.optimizer import FINAL_FIRST_SEED, MODES, PARTS, OptimizerTask  # noqa: E402
 
 
 def main(argv=None) -> int:
@@ -57,7 +62,16 @@ def main(argv=None) -> int:
                     help="an update rule to train beside the baselines (repeatable)")
     ap.add_argument("--mode", default="correct", choices=MODES,
                     help="how --rule acts on Muon's step (default correct: u + rule)")
+    ap.add_argument("--first-seed", type=int, default=FINAL_FIRST_SEED,
+                    help=f"the seeds are this one and the next --seeds - 1 (default {FINAL_FIRST_SEED}: "
+                         f"the report's table; {SWEEP_FIRST_SEED}..: tuning seeds)")
+    ap.add_argument("--split", default="test", choices=PARTS, help="the stories the losses are on")
+    ap.add_argument("--muon-only", action="store_true",
+                    help="train Muon and the --rule rules only (no AdamW, no hand designs)")
     args = ap.parse_args(argv)
+    if args.first_seed < 0:
+        print(f"optimizer_baselines: --first-seed: must be >= 0, got {args.first_seed}", file=sys.stderr)
+        return 2
     try:
         rules = user_rules(args.rule)
     except ValueError as exc:
@@ -81,7 +95,8 @@ def main(argv=None) -> int:
                 s = task.settings
                 print(f"tuned: lr {s['lr']:.4g}, adam_lr {s['adam_lr']:.4g}, adamw_lr {s['adamw_lr']:.4g}")
                 return 0
-        res = task.final_evaluation(rules, progress=True)
+        res = task.final_evaluation(rules, progress=True, first_seed=args.first_seed, split=args.split,
+                                    baselines=not args.muon_only)
     print(res["text"])
     s = task.settings
     print(f"lr: Muon {s['lr']:.4g}, AdamW part {s['adam_lr']:.4g}, AdamW baseline {s['adamw_lr']:.4g}; "

@@ -253,20 +253,26 @@ class OptimizerTask:
                              self.run_fingerprint)
         return self.cache_dir / "optimizer-runs" / f"{key}.json", text, weights, seed, steps
 
-    def final_evaluation(self, rules: Sequence[dict], progress: bool = True) -> dict:
+    def final_evaluation(self, rules: Sequence[dict], progress: bool = True, first_seed: int = FINAL_FIRST_SEED,
+                         split: str = "test", baselines: bool = True) -> dict:
         """AdamW, Muon, the three hand designs (each in its own mode) and `rules` (dicts with
         name, text, weights; this task's mode) trained on `final_seeds` fresh seeds at `steps`
-        and `long_steps`; per horizon the mean loss on the test stories over the seeds, the loss
-        per seed, the seeds won against Muon, and each run's seconds (as first measured: runs
-        are cached)."""
+        and `long_steps`; per horizon the mean loss on the `split` stories over the seeds, the
+        loss per seed, the seeds won against Muon, and each run's seconds (as first measured:
+        runs are cached). `first_seed`, `split` and `baselines=False` (Muon and `rules` only)
+        are for probing rules on tuning seeds: the report's table keeps the defaults."""
         from .lm.optim import REFERENCE_RULES, muon_rule
 
+        if split not in PARTS:
+            raise ValueError(f"split: must be one of {', '.join(PARTS)}, got {split!r}")
         started = time.perf_counter()
-        seeds = [FINAL_FIRST_SEED + i for i in range(self.settings["final_seeds"])]
+        seeds = [first_seed + i for i in range(self.settings["final_seeds"])]
         horizons = sorted({self.settings["steps"], self.settings["long_steps"]})
         entries = [("AdamW", dict(base="adamw")), ("Muon", dict(base="muon"))]
         entries += [(f"{name} ({mode}, hand design)", dict(rule=text, mode=mode))
                     for name, (mode, text) in REFERENCE_RULES.items()]
+        if not baselines:
+            entries = entries[1:2]
         from evo_rules.rule import parse
 
         muon = parse(muon_rule(self.mode), check_constants=False).text
@@ -287,16 +293,17 @@ class OptimizerTask:
             rows = []
             for i, (name, kw) in enumerate(entries):
                 runs = [result[(steps, i, seed)] for seed in seeds]
-                losses = [r["test"] for r in runs]
+                losses = [r[split] for r in runs]
                 rows.append({"name": name, "text": kw.get("rule"), "mode": kw.get("mode"), "losses": losses,
                              "mean": sum(losses) / len(losses), "run_seconds": [r["seconds"] for r in runs]})
-            muon = rows[1]["losses"]
+            muon = next(r["losses"] for r in rows if r["name"] == "Muon")
             for r in rows:
                 r["wins_vs_muon"] = sum(a < b for a, b in zip(r["losses"], muon))
             tables.append({"steps": steps, "rows": rows})
         if bar is not None:
             bar.close()
-        out = {"seeds": seeds, "horizons": tables, "seconds": round(time.perf_counter() - started, 1)}
+        out = {"seeds": seeds, "split": split, "horizons": tables,
+               "seconds": round(time.perf_counter() - started, 1)}
         out["text"] = format_table(out, self.settings)
         return out
 
@@ -368,7 +375,7 @@ def _worker_run(call: dict) -> dict:
 
 def format_table(res: dict, settings: dict) -> str:
     seeds = res["seeds"]
-    lines = [f"optimizer track: loss on the test stories after training a fresh "
+    lines = [f"optimizer track: loss on the {res.get('split', 'test')} stories after training a fresh "
              f"{settings['n_layer']}-layer GPT (width {settings['n_embd']}, batch {settings['batch']} x "
              f"{settings['context']}), seeds {', '.join(map(str, seeds))}; wins = seeds better than Muon"]
     # names in full (a rule's text is its name: cut short, two rules could read the same)

@@ -455,6 +455,31 @@ def test_baselines_script_trains_a_users_rule_beside_the_baselines(task, capsys)
         assert len(err) == 1 and says in err[0] and bad in err[0]
 
 
+def test_probe_on_tuning_seeds_trains_muon_and_the_rules_on_the_chosen_seeds_and_stories(task, capsys):
+    """The probe form (--muon-only --first-seed 3000 --split valid): Muon and the user's rules
+    only, on seeds of the caller's choice, losses on the stories asked for; bad values stop the
+    script with one line and exit 2."""
+    mod = _baselines_script()
+    rules = mod.user_rules(["(mul -0.5 x.w)"])
+    res = task.final_evaluation(rules, progress=False, first_seed=3000, split="valid", baselines=False)
+    assert res["seeds"] == [3000 + i for i in range(task.settings["final_seeds"])]
+    assert "loss on the valid stories" in res["text"]
+    for h in res["horizons"]:
+        assert [r["name"] for r in h["rows"]] == ["Muon", "rule (mul -0.5 x.w)"]
+        muon, rule = h["rows"]
+        direct = task.run(rule="(mul -0.5 x.w)", mode=task.mode, seed=3000, steps=h["steps"])
+        assert rule["losses"][0] == pytest.approx(direct["valid"]) != pytest.approx(direct["test"])
+        plain = task.run(base="muon", seed=3000, steps=h["steps"])
+        assert muon["losses"][0] == pytest.approx(plain["valid"])
+        assert rule["wins_vs_muon"] == sum(a < b for a, b in zip(rule["losses"], muon["losses"]))
+    with pytest.raises(ValueError, match="split: must be one of valid, test, got 'train'"):
+        task.final_evaluation([], progress=False, split="train")
+    for argv, says in ((["--first-seed", "-1"], "--first-seed: must be >= 0, got -1"),):
+        assert mod.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"optimizer_baselines: {says}"]
+
+
 def test_lr_sweep_picks_each_rate_by_the_mean_valid_loss_at_both_horizons(tmp_path, capsys):
     mod = _baselines_script()
     settings = {**TINY, "final_seeds": 1, "final_workers": 1}
