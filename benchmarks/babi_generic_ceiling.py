@@ -25,6 +25,10 @@ per-hop accuracy (each hop scored given the rule's own earlier choices):
                 with link, each kind of word entering as one summed factor (w_went + w_moved +
                 ...; a_took + a_got + ...; a_dropped + ...): a soft OR with one weight per kind
                 instead of one per word, so no single word's weight outweighs a step of recency.
+  before-anchor the same kinds, each product written where its hop looks: before = 1 -
+                after_anchor as a factor (the person's latest move *before* the anchor; the
+                move to the question's place before a dropping anchor), hop^2 for the third
+                hop's products and hop for the second's; no screened products.
 
 The products name words of the vocabulary (`a_took`, ...) that a human picked: they show what the
 features can express, not what a search found. No search, no gate. Seconds of CPU: run it when
@@ -75,6 +79,8 @@ def rows(task, screened: list[tuple[str, str, float]] | None = None) -> dict[str
             pairs + " " + hop3 + " " + verbs_link + " " + hop3_moves)
     out["word groups: hop-3 terms, times the move words' sum; anchor verbs with link, summed by kind"] = \
         grouped(features, hop3)
+    out["before-anchor factors: the word groups, each hop's products looking back with 1 - after_anchor"] = \
+        looking_back(features)
     return out
 
 
@@ -92,6 +98,19 @@ def grouped(features, hop3: str) -> str:
     verbs = " ".join(f"(mul w x.q_words x.after_anchor x.link {k}) (mul w x.q_words x.link {k})"
                      for k in (_sum("a_", TAKES, features), _sum("a_", DROPS, features)))
     return hop3 + " " + hop3_moves + " " + verbs
+
+
+def looking_back(features) -> str:
+    """The word groups' mechanisms, each written where it looks: before = 1 - after_anchor as a
+    factor (a product with after_anchor and a negative weight is not the same: it is 0 before the
+    anchor too). Third hop (hop^2): the person's latest move before the anchor, and their moves
+    at all; second hop (hop): the move to the question's place after a take, before a drop."""
+    m, take, drop = _sum("w_", MOVES[:-1], features), _sum("a_", TAKES, features), _sum("a_", DROPS, features)
+    before = "(add 1 (mul -1 x.after_anchor))"
+    return (f"(mul w x.hop x.hop x.link {m} {before} x.recency) (mul w x.hop x.hop x.link {before} x.recency) "
+            f"(mul w x.hop x.hop x.link {m}) "
+            f"(mul w x.hop x.q_words x.link x.after_anchor {take}) (mul w x.hop x.q_words x.link {before} {drop}) "
+            f"(mul w x.hop x.q_words x.link)")
 
 
 def main() -> int:

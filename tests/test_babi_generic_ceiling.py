@@ -16,9 +16,9 @@ def test_rows_are_rules_over_the_generic_features():
     task = get_task("babi-3", valid_fraction=0.4, features="generic")
     linear = parse(task.linear_rule_text())
     features = set(task.batch("train").X)
-    assert len(ceiling.rows(task)) == 5
+    assert len(ceiling.rows(task)) == 6
     rows = ceiling.rows(task, [("q_latest", "w_football", 4.2), ("after_anchor", "a_put", 5.8)])
-    assert len(rows) == 7
+    assert len(rows) == 8
     for name, extra in rows.items():
         rule = parse(task.linear_rule_text()[:-1] + " " + extra + ")" if extra else task.linear_rule_text())
         assert set(rule.features) <= features, name
