@@ -17,7 +17,7 @@ stories) uses, so choosing among rules there does not tune on the table.
 
 `--rule TEXT` (repeatable) trains a rule of your own beside the baselines, on the same seeds and
 horizons, in `--mode` (default correct: the parameter moves by -lr (u + rule)); its features are
-the track's (x.g, x.m, x.v, x.u, x.w, x.t) and a weight left in it is 1.0, as for the search.
+the track's (x.g, x.m, x.v, x.u, x.w, x.t, x.n) and a weight left in it is 1.0, as for the search.
 
 `--sweep-lr` first tunes, one after the other, Muon's learning rate (0.5, 1 and 2 times the
 default), Muon's AdamW part for embeddings and norms (`adam_lr`, 0.5 to 4 times) and the AdamW

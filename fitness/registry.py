@@ -161,7 +161,7 @@ def _optimizer_check(settings: Mapping) -> None:
 
 
 def _optimizer_features(settings: Mapping) -> tuple[str, ...]:
-    return ("g", "m", "v", "u", "w", "t")  # fitness.lm.optim.FEATURES, without importing torch
+    return ("g", "m", "v", "u", "w", "t", "n")  # fitness.lm.optim.FEATURES, without importing torch
 
 
 _FEATURES["tinystories-optimizer"] = _optimizer_features

@@ -204,6 +204,28 @@ def test_muon_updates_block_matrices_and_adamw_the_rest():
             assert torch.allclose(moved, torch.full_like(moved, 3e-3), rtol=1e-2)
 
 
+def test_n_is_muons_step_normalised_per_row_and_adamws_step_elsewhere():
+    """x.n: after one step (the EMA bias-corrected: each row's own mean square) every row of a
+    block matrix's step has the same norm, the whole step has Muon's Frobenius norm; the
+    embeddings and norms take AdamW's step, as with x.u. Later steps average the rows' squares."""
+    start = {n: p.detach().clone() for n, p in _tiny_model().named_parameters()}
+    flat = OptimSettings(base="muon", warmdown=0.0)
+    muon = _train("muon", steps=1, settings=flat)
+    nor = _train("muon", rule="x.n", mode="replace", steps=1, settings=flat)
+    for name, p in nor.items():
+        d, dm = p - start[name], muon[name] - start[name]
+        if name.startswith("blocks.") and p.dim() == 2:
+            rows = d.norm(dim=1)
+            assert torch.allclose(rows, rows.mean().expand_as(rows), rtol=1e-4)
+            assert float(d.norm()) == pytest.approx(float(dm.norm()), rel=1e-5)
+            assert not torch.allclose(d, dm)
+        else:
+            assert torch.equal(p, muon[name])
+    later = _train("muon", rule="x.n", mode="replace", steps=3, settings=flat)
+    assert not all(torch.equal(later[n], _train("muon", steps=3, settings=flat)[n]) for n in later)
+    assert all(torch.isfinite(t).all() for t in later.values())
+
+
 def test_adamw_matches_torch_adamw():
     s = OptimSettings(base="adamw", adam_lr=1e-2, weight_decay=0.1, warmdown=0.0)
     ours = _train("adamw", settings=s)

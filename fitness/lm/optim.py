@@ -14,7 +14,11 @@ Features of the rule, per parameter element: `g` gradient, `m` momentum (Muon's 
 matrices, AdamW's first moment otherwise), `v` second moment (EMA of g^2, beta2; kept for Muon's
 matrices too), `u` the base optimizer's step direction before the learning rate (Muon's
 orthogonalised step for matrices, AdamW's m_hat / (sqrt(v_hat) + eps) otherwise), `w` the
-parameter, `t` the step fraction (step / steps). A parameter moves by -lr_t * s with
+parameter, `t` the step fraction (step / steps), `n` the base's step normalised per row as
+NorMuon does it (Muon's u divided by the root of an EMA, beta2, bias-corrected, of the mean of
+u^2 over its row, that is per output neuron, then rescaled to u's Frobenius norm; AdamW's u
+itself for the other parameters): a per-element feature built from a row statistic, which no
+element-wise rule over the other six can compute. A parameter moves by -lr_t * s with
 
     replace:  s = rule
     gate:     s = u * rule
@@ -45,7 +49,7 @@ from evo_rules.program import _plan  # the engine's own instruction patterns (so
 from evo_rules.rule import parse
 from evo_rules.terms import Term
 
-FEATURES = ("g", "m", "v", "u", "w", "t")
+FEATURES = ("g", "m", "v", "u", "w", "t", "n")
 MODES = ("replace", "gate", "correct")
 BASES = ("adamw", "muon")
 NS_COEFFS = (3.4445, -4.7750, 2.0315)  # modded-nanogpt's quintic Newton-Schulz iteration
@@ -120,7 +124,7 @@ class _Source:
 
 def compile_rule(text: str, weights: Sequence[float] | Mapping[str, float] | None = None
                  ) -> Callable[..., torch.Tensor]:
-    """The rule as `f(g, m, v, u, w, t) -> tensor` (float64, broadcast to g's shape), compiled
+    """The rule as `f(g, m, v, u, w, t, n) -> tensor` (float64, broadcast to g's shape), compiled
     once from its canonical term. `weights`: in the rule's `params` order or by name."""
     rule = parse(text, check_constants=False)
     if weights is None:
@@ -139,8 +143,8 @@ def compile_rule(text: str, weights: Sequence[float] | Mapping[str, float] | Non
     exec(compile(source, f"<rule {rule.key[:8]}>", "exec"), namespace)  # noqa: S102 - our own text
     fn = namespace["rule"]
 
-    def run(g, m, v, u, w, t):
-        r = fn(g, m, v, u, w, t)
+    def run(g, m, v, u, w, t, n):
+        r = fn(g, m, v, u, w, t, n)
         return r.expand(g.shape) if r.shape != g.shape else r
 
     run.source = source  # for reading and tests
@@ -251,21 +255,31 @@ class Trainer:
                 m.lerp_(g, 1 - s.momentum)
                 u = newton_schulz(g.lerp(m, s.momentum), s.ns_steps).to(p.dtype)
                 u = u * max(1.0, p.size(0) / p.size(1)) ** 0.5
+                n = self._row_normalised(st, u, b2) if self.rule is not None else u
             else:
                 lr = s.adam_lr * f
                 m.lerp_(g, 1 - b1)
                 m_hat = m / (1 - b1 ** self.k)
                 v_hat = v / (1 - b2 ** self.k)
                 u = m_hat / (v_hat.sqrt() + s.eps)
+                n = u
                 if s.weight_decay and p.dim() >= 2:
                     p.mul_(1 - lr * s.weight_decay)
-            p.add_(self._direction(g, m, v, u, p, t), alpha=-lr)
+            p.add_(self._direction(g, m, v, u, p, t, n), alpha=-lr)
 
-    def _direction(self, g, m, v, u, p, t) -> torch.Tensor:
+    def _row_normalised(self, st: dict, u: torch.Tensor, beta: float) -> torch.Tensor:
+        """NorMuon's step: u over the root of its rows' EMA mean square (bias-corrected), at
+        u's Frobenius norm. The EMA lives in the parameter's state beside m and v."""
+        q = st.setdefault("q", torch.zeros(u.size(0), 1, dtype=u.dtype))
+        q.lerp_((u * u).mean(dim=1, keepdim=True), 1 - beta)
+        n = u / (q / (1 - beta ** self.k)).sqrt().add(1e-10)
+        return n * (u.norm() / n.norm().clamp_min(1e-12))
+
+    def _direction(self, g, m, v, u, p, t, n) -> torch.Tensor:
         if self.rule is None:
             return u
         d = torch.float64
-        r = self.rule(g.to(d), m.to(d), v.to(d), u.to(d), p.to(d), t)
+        r = self.rule(g.to(d), m.to(d), v.to(d), u.to(d), p.to(d), t, n.to(d))
         if self.mode == "replace":
             out = r
         elif self.mode == "gate":
