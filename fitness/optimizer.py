@@ -182,8 +182,8 @@ class OptimizerTask:
         return muon_rule(self.mode)
 
     def reference_rules(self) -> dict[str, str]:
-        """The seed's three hand designs, written for this task's mode where the mode can
-        express them (gate mode cannot express a replacement or a correction)."""
+        """The seed's three hand designs and NorMuon, written for this task's mode where the
+        mode can express them (gate mode cannot express a replacement or a correction)."""
         from .lm.optim import REFERENCE_RULES, in_mode
 
         out = {}
@@ -255,13 +255,13 @@ class OptimizerTask:
 
     def final_evaluation(self, rules: Sequence[dict], progress: bool = True, first_seed: int = FINAL_FIRST_SEED,
                          split: str = "test", baselines: bool = True) -> dict:
-        """AdamW, Muon, the three hand designs (each in its own mode) and `rules` (dicts with
+        """AdamW, Muon, the three hand designs and NorMuon (each in its own mode) and `rules` (dicts with
         name, text, weights; this task's mode) trained on `final_seeds` fresh seeds at `steps`
         and `long_steps`; per horizon the mean loss on the `split` stories over the seeds, the
         loss per seed, the seeds won against Muon, and each run's seconds (as first measured:
         runs are cached). `first_seed`, `split` and `baselines=False` (Muon and `rules` only)
         are for probing rules on tuning seeds: the report's table keeps the defaults."""
-        from .lm.optim import REFERENCE_RULES, muon_rule
+        from .lm.optim import PUBLISHED, REFERENCE_RULES, muon_rule
 
         if split not in PARTS:
             raise ValueError(f"split: must be one of {', '.join(PARTS)}, got {split!r}")
@@ -269,7 +269,8 @@ class OptimizerTask:
         seeds = [first_seed + i for i in range(self.settings["final_seeds"])]
         horizons = sorted({self.settings["steps"], self.settings["long_steps"]})
         entries = [("AdamW", dict(base="adamw")), ("Muon", dict(base="muon"))]
-        entries += [(f"{name} ({mode}, hand design)", dict(rule=text, mode=mode))
+        entries += [(f"{name} ({mode}, {'published' if name in PUBLISHED else 'hand'} design)",
+                     dict(rule=text, mode=mode))
                     for name, (mode, text) in REFERENCE_RULES.items()]
         if not baselines:
             entries = entries[1:2]

@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Mapping
 from .crossover import subtree_crossover
 from .generate import random_population, random_rule
 from .grammar import Grammar
-from .mutate import hoist, insert, point_mutation, shrink, subtree_mutation
+from .mutate import hoist, insert, point_mutation, scale, shrink, subtree_mutation
 from .sweep import Sweep, enumerate_rules, expand, term_vocabulary
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -64,6 +64,8 @@ for _name, _fn, _parents in (("crossover", subtree_crossover, 2), ("subtree", su
                              ("point", point_mutation, 1), ("hoist", hoist, 1),
                              ("shrink", shrink, 1), ("insert", insert, 1)):
     register(_name, _fn, _parents)
+# not drawn unless [search.operator_weights] scale is set (the optimizer track sets it)
+register("scale", scale, 1)
 
 
 class _View(Mapping):
@@ -87,6 +89,6 @@ N_PARENTS: Mapping[str, int] = _View("parents")
 
 __all__ = [
     "Grammar", "N_PARENTS", "OPERATORS", "Sweep", "VARIATION", "VariationOperator", "enumerate_rules",
-    "expand", "hoist", "insert", "point_mutation", "random_population", "random_rule", "register",
+    "expand", "hoist", "insert", "point_mutation", "scale", "random_population", "random_rule", "register",
     "shrink", "subtree_crossover", "subtree_mutation", "term_vocabulary",
 ]

@@ -1,4 +1,4 @@
-"""Mutations of one canonical rule: subtree, point, hoist, shrink, insert.
+"""Mutations of one canonical rule: subtree, point, hoist, shrink, insert, scale.
 
 Every mutation is a pure function of (rule, grammar, rng): the same generator state gives the
 same child. A child is canonical, admitted by the grammar (`Grammar.admits`) and differs from
@@ -21,6 +21,7 @@ P_POINT_OPERATOR = 0.5
 # shrink: replacement of the chosen subtree
 P_SHRINK_DELETE = 0.35  # drop it from its add/mul parent (when that leaves an argument)
 P_SHRINK_WEIGHT = 0.6  # else: a weight; else a feature or constant leaf
+SCALE_FACTORS = (0.5, 2.0)
 
 
 def child_of(parent: Rule, g: Grammar, t: Term) -> Rule | None:
@@ -184,9 +185,27 @@ def insert(rule: Rule, g: Grammar, rng) -> Rule:
     return rule
 
 
+# ------------------------------------------------------------------ scale
+
+
+def scale(rule: Rule, g: Grammar, rng) -> Rule:
+    """The whole rule halved or doubled: the step-size move of an evolution strategy. For a
+    black-box task, whose numbers are not fitted, the size of a rule (a correction to an
+    optimizer's step, say) matters as much as its form; repeated, the move reaches sizes the
+    grammar's constants do not hold (0.5 x 0.5 x -0.1 w = -0.025 w). A task that fits weights
+    gains nothing from it (a fitted weight absorbs the factor): it is off unless configured."""
+    if "mul" not in g.operators:
+        return rule
+    for _ in range(ATTEMPTS):
+        child = child_of(rule, g, Term("mul", (rule.term, num(choose(rng, SCALE_FACTORS)))))
+        if child is not None:
+            return child
+    return rule
+
+
 def _deletable(n: Node) -> bool:
     return n.parent is not None and n.parent.op in NARY and len(n.parent.args) > 1
 
 
-__all__ = ["ATTEMPTS", "child_of", "hoist", "insert", "point_mutation", "shrink",
+__all__ = ["ATTEMPTS", "child_of", "hoist", "insert", "point_mutation", "scale", "shrink",
            "subtree_mutation"]

@@ -332,6 +332,23 @@ def test_insert_adds_one_feature_term_to_a_sum():
     assert insert(no_sum, g, rng).term.op == "add"
 
 
+def test_scale_halves_or_doubles_the_whole_rule():
+    from evo_rules.operators.mutate import scale
+
+    g = Grammar(features=("n", "u"), max_size=20)
+    r = parse("(add x.n (mul -1 x.u))")
+    scaled = {c: parse(f"(mul {c} {r.text})").key for c in (0.5, 2.0)}
+    seen = set()
+    for seed in range(20):
+        k = scale(r, g, np.random.default_rng(seed))
+        assert k.key in scaled.values() and k.features == r.features and g.admits(k)
+        seen.add(k.key)
+    assert seen == set(scaled.values())
+    # constants fold: repeated halving reaches sizes no constant list holds
+    assert scale(parse("(mul -0.1 x.u)", check_constants=False), g, np.random.default_rng(1)).text in (
+        "(mul -0.05 x.u)", "(mul -0.2 x.u)")
+
+
 # ------------------------------------------------------------------ black-box rules' numbers
 
 

@@ -261,7 +261,7 @@ def test_same_seed_same_losses_other_seed_other_losses(task):
 
 def test_engine_path_scores_reference_rules_and_marks_nan_rules_invalid(task):
     refs = task.reference_rules()
-    assert set(refs) == set(REFERENCE_RULES)  # correct mode expresses all three
+    assert set(refs) == set(REFERENCE_RULES)  # correct mode expresses all four
     for text in [*refs.values(), task.linear_rule_text()]:
         r = evaluate_rule(text, task, {"max_iter": 20}, "valid")
         assert r["valid"] and math.isfinite(r["metric"]) and r["metric"] < 0
@@ -304,7 +304,7 @@ def test_resample_linear_rule_and_modes(task):
         ours, muon = t.run(rule=t.linear_rule_text(), mode=mode), t.run(base="muon")
         assert [ours[k] for k in ("valid", "test", "train")] == [muon[k] for k in ("valid", "test", "train")]
         assert evaluate_rule(t.linear_rule_text(), t, {}, "valid")["metric"] == -t.run(base="muon")["valid"]
-        assert ("gating" in t.reference_rules()) and (len(t.reference_rules()) == (1 if mode == "gate" else 3))
+        assert ("gating" in t.reference_rules()) and (len(t.reference_rules()) == (1 if mode == "gate" else 4))
 
 
 def test_gate_long_makes_the_gate_train_at_both_horizons(task):
@@ -396,7 +396,7 @@ def test_final_evaluation_table(task):
     assert [h["steps"] for h in res["horizons"]] == [3, 4]
     for h in res["horizons"]:
         names = [r["name"] for r in h["rows"]]
-        assert names[:2] == ["AdamW", "Muon"] and names[-1] == "searched" and len(names) == 6
+        assert names[:2] == ["AdamW", "Muon"] and names[-1] == "searched" and len(names) == 7
         muon = h["rows"][1]
         assert muon["wins_vs_muon"] == 0
         for r in h["rows"]:
@@ -417,7 +417,7 @@ def test_final_table_is_the_same_from_one_process_or_several(tmp_path):
                               final_workers=workers, **{**TINY, "long_steps": 3})
         tables.append([(r["name"], r["losses"]) for h in t.final_evaluation(rules, progress=False)["horizons"]
                        for r in h["rows"]])
-        assert len(list((tmp_path / f"w{workers}" / "optimizer-runs").glob("*.json"))) == 6 * 2  # all cached
+        assert len(list((tmp_path / f"w{workers}" / "optimizer-runs").glob("*.json"))) == 7 * 2  # all cached
     assert tables[0] == tables[1]
 
 

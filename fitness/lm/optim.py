@@ -294,7 +294,7 @@ class Trainer:
 # ---------------------------------------------------------------------- the seed's hand designs
 
 # The seed system's three hand designs, rewritten in this term language (its exact formulas were
-# not kept; these follow its descriptions). Each is a rule for its mode.
+# not kept; these follow its descriptions), and NorMuon. Each is a rule for its mode.
 REFERENCE_RULES = {
     # gradient gating (gate mode): Muon's step scaled per element by 0.5 + m^2 / v, the momentum's
     # signal-to-noise ratio (in [0, 1] for EMAs of equal beta): consistent directions step up to
@@ -306,4 +306,10 @@ REFERENCE_RULES = {
     # lr-scaled correction (correct mode): Muon's step plus lr times a small element-wise
     # adaptive term, 0.02 m / sqrt(v)
     "correction": ("correct", "(mul 0.02 x.m (exp (mul -0.5 (log (add x.v 1e-16)))))"),
+    # NorMuon (Li et al. 2025; replace mode): Muon's step normalised per row, the feature n. Not
+    # one of the seed's designs: a published one, so that a search starts from it too and the
+    # table shows it beside Muon
+    "normuon": ("replace", "x.n"),
 }
+# the reference rules that are published optimizers rather than the seed's hand designs
+PUBLISHED = frozenset({"normuon"})
