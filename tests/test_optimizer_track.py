@@ -560,3 +560,41 @@ def test_a_lead_within_the_race_margin_is_a_tie_and_is_not_raced(task, monkeypat
 def test_race_margin_is_checked():
     with pytest.raises(SettingsError, match="race_margin"):
         check_task_settings({"race_margin": -0.1})
+
+
+def test_fitness_seeds_takes_the_smallest_lead_over_seeds_and_races_each(task, monkeypatch):
+    """fitness_seeds = 2: every seed at `steps`, then every seed at `long_steps`; the metric is the
+    smallest of the four leads, and a run whose valid lead is within the margin ends the race.
+    The setting joins the fitness cache's key only when it is not 1."""
+    one = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both",
+                            race_margin=0.001, **TINY)
+    assert registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both",
+                             race_margin=0.001, fitness_seeds=1, **TINY).fingerprint == one.fingerprint
+    two = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir), fitness="both",
+                            race_margin=0.001, fitness_seeds=2, **TINY)
+    assert two.fingerprint != one.fingerprint and two.run_fingerprint == one.run_fingerprint
+    muon = two.linear_rule_text()
+    # valid / test losses by (rule, seed, steps); Muon 3.0 / 2.5 on both seeds (seeds 1 and 2)
+    losses = {(muon, s, h): v for s in (1, 2) for h, v in ((3, 3.0), (4, 2.5))}
+    losses.update({("good", 1, 3): 2.99, ("good", 2, 3): 2.995, ("good", 1, 4): 2.49, ("good", 2, 4): 2.497,
+                   ("seed2 behind", 1, 3): 2.99, ("seed2 behind", 2, 3): 3.02,
+                   ("long tie", 1, 3): 2.99, ("long tie", 2, 3): 2.99, ("long tie", 1, 4): 2.4995,
+                   ("long lost", 1, 3): 2.99, ("long lost", 2, 3): 2.99, ("long lost", 1, 4): 2.49,
+                   ("long lost", 2, 4): 2.6})
+    trained = []
+
+    def fake_run(rule=None, seed=None, steps=None, **kw):
+        key = (rule, seed or 1, steps or 3)
+        trained.append(key)
+        return {"valid": losses[key], "test": losses[key], "train": losses[key]}
+
+    monkeypatch.setattr(two, "run", fake_run)
+    got = {r: two.evaluate(r, [], "valid") for r in ("good", "seed2 behind", "long tie", "long lost")}
+    assert got["good"]["lead_vs_muon"] == pytest.approx(0.003)  # the smallest of 0.01, 0.005, 0.01, 0.003
+    assert got["good"]["lead_short"] == pytest.approx(0.005) and got["good"]["lead_long"] == pytest.approx(0.003)
+    assert got["seed2 behind"]["lead_vs_muon"] == pytest.approx(-0.02)
+    assert not any(k[0] == "seed2 behind" and k[2] == 4 for k in trained)  # no long runs
+    assert got["long tie"]["lead_vs_muon"] == 0.0 and ("long tie", 2, 4) not in trained
+    assert got["long lost"]["lead_vs_muon"] == pytest.approx(-0.1)
+    with pytest.raises(SettingsError, match="fitness_seeds"):
+        check_task_settings({"fitness_seeds": 0})
