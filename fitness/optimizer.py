@@ -475,14 +475,27 @@ def train_run(data: dict, settings: dict, base: str = "muon", rule: str | None =
 
 
 def _train(data, settings, base, rule, weights, mode, seed, steps) -> dict:
+    from .lm.train import validation_loss
+
+    started = time.perf_counter()
+    model, out = train_model(data, settings, base, rule, weights, mode, seed, steps)
+    if model is not None:
+        out = {**{p: validation_loss(model, data["held"][p]) for p in PARTS}, **out}
+    out["seconds"] = time.perf_counter() - started
+    return out
+
+
+def train_model(data, settings, base, rule, weights, mode, seed, steps):
+    """(the trained GPT, {"train": mean loss of the last 20 steps}); (None, NaN losses and
+    "failed") where the rule gave a non-finite step or the training loss diverged. The caller
+    sets the thread count (`train_run` does)."""
     import torch
     import torch.nn.functional as F
 
     from .lm import model as gpt
     from .lm.optim import NonFiniteStep, OptimSettings, Trainer
-    from .lm.train import training_batch, validation_loss
+    from .lm.train import training_batch
 
-    started = time.perf_counter()
     cfg = gpt.GPTConfig(vocab_size=data["vocab_size"], context=settings["context"], n_layer=settings["n_layer"],
                         n_head=settings["n_head"], n_embd=settings["n_embd"], dropout=0.0)
     torch.manual_seed(seed)
@@ -498,18 +511,15 @@ def _train(data, settings, base, rule, weights, mode, seed, steps) -> dict:
         loss = F.cross_entropy(model(xb).reshape(-1, cfg.vocab_size), yb.reshape(-1))
         value = float(loss.detach())
         if not math.isfinite(value):
-            return {**nan, "seconds": time.perf_counter() - started, "failed": f"loss {value} at step {step}"}
+            return None, {**nan, "failed": f"loss {value} at step {step}"}
         model.zero_grad(set_to_none=True)
         loss.backward()
         try:
             opt.step()
         except NonFiniteStep as exc:
-            return {**nan, "seconds": time.perf_counter() - started, "failed": str(exc)}
+            return None, {**nan, "failed": str(exc)}
         tail = (tail + [value])[-20:]
-    out = {p: validation_loss(model, data["held"][p]) for p in PARTS}
-    out["train"] = sum(tail) / len(tail)
-    out["seconds"] = time.perf_counter() - started
-    return out
+    return model, {"train": sum(tail) / len(tail)}
 
 
 def _read_run(path: Path) -> dict | None:

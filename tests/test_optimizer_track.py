@@ -441,13 +441,13 @@ def test_registered_with_its_features():
     assert registry.features_before_build("tinystories-optimizer", {}) == FEATURES
 
 
-def _baselines_script():
+def _baselines_script(name: str = "optimizer_baselines"):
     import importlib.util
     import os
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks",
-                        "optimizer_baselines.py")
-    spec = importlib.util.spec_from_file_location("optimizer_baselines", path)
+                        f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -598,3 +598,32 @@ def test_fitness_seeds_takes_the_smallest_lead_over_seeds_and_races_each(task, m
     assert got["long lost"]["lead_vs_muon"] == pytest.approx(-0.1)
     with pytest.raises(SettingsError, match="fitness_seeds"):
         check_task_settings({"fitness_seeds": 0})
+
+
+def test_runs_are_measured_on_every_held_out_story_by_default(task):
+    """eval_sequences 0 (the default): every story of each part, not the first 128 (a lead over
+    Muon measured on 128 stories had a standard error as large as the leads)."""
+    from evo_rules.fitness import tinystories
+
+    every = registry.get_task("tinystories-optimizer", cache_dir=str(task.cache_dir),
+                              **{**TINY, "eval_sequences": 0})
+    splits = tinystories.load_splits(None)
+    assert {p: len(every.data["held"][p]) for p in ("valid", "test")} == {
+        p: len(tinystories.story_texts(splits[p])) for p in ("valid", "test")}
+    assert len(task.data["held"]["valid"]) == 6 and every.run_fingerprint != task.run_fingerprint
+
+
+@given(st.lists(st.tuples(st.floats(0, 50), st.floats(0, 50), st.integers(1, 60)), min_size=2, max_size=30))
+@settings(max_examples=50, deadline=None)
+def test_eval_noise_paired_lead_is_the_token_weighted_difference(rows):
+    """The eval-noise script's lead is Muon's loss per token minus the rule's over the same
+    stories; its standard error is 0 when every story's difference is the same per token."""
+    mod = _baselines_script("optimizer_eval_noise")
+    base = [(a, t) for a, _, t in rows]
+    other = [(b, t) for _, b, t in rows]
+    tokens = sum(t for *_, t in rows)
+    lead, se = mod.paired_lead(base, other)
+    assert lead == pytest.approx((sum(a for a, *_ in rows) - sum(b for _, b, _ in rows)) / tokens, abs=1e-9)
+    assert se >= 0
+    shifted = [(a + 0.25 * t, t) for a, t in base]
+    assert mod.paired_lead(shifted, base) == pytest.approx((0.25, 0.0), abs=1e-9)
