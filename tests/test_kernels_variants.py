@@ -183,7 +183,10 @@ def test_variants_agree_on_random_rules(wide, narrow, t, seed):
     assert np.array_equal(np.isnan(v), np.isnan(s))
     assert np.array_equal(np.isinf(v), np.isinf(s))
     fin = np.isfinite(v)
-    assert np.allclose(v[fin], s[fin], rtol=1e-12, atol=1e-12 * (1 + np.abs(s[fin]).max(initial=0)))
+    # each variant's exp and log are within a few ulp of libm, but exp multiplies the relative error
+    # of its argument by the argument (up to 709): exp(exp(c) - c) differed by 2.7e-12 relative
+    # (3 ulp of an inner value near 583), so the tolerance allows a nested exp's amplification
+    assert np.allclose(v[fin], s[fin], rtol=1e-9, atol=1e-12 * (1 + np.abs(s[fin]).max(initial=0)))
 
 
 @pytest.mark.parametrize("variant", K.AVAILABLE)
