@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from evo_rules.fitness.optimizer import PARTS  # noqa: E402
+from evo_rules.fitness.optimizer import paired_lead as _paired_lead  # noqa: E402
 
 
 def story_losses(call: tuple) -> tuple[str, dict]:
@@ -49,13 +50,8 @@ def story_losses(call: tuple) -> tuple[str, dict]:
 
 
 def paired_lead(base: list, other: list) -> tuple[float, float]:
-    """(lead, standard error): Muon's loss per token minus the other's over the same stories, and
-    the standard error of that ratio estimate over stories."""
-    n = len(base)
-    tokens = sum(t for _, t in base)
-    lead = sum(a - b for (a, _), (b, _) in zip(base, other)) / tokens
-    resid = [(a - b) - lead * t for (a, t), (b, _) in zip(base, other)]
-    return lead, math.sqrt(sum(r * r for r in resid) * n / max(n - 1, 1)) / tokens
+    """(lead, standard error) from (summed loss, tokens) per story: `fitness.optimizer.paired_lead`."""
+    return _paired_lead([a for a, _ in base], [b for b, _ in other], [t for _, t in base])
 
 
 def main(argv=None) -> int:

@@ -332,8 +332,15 @@ class OptimizerTask:
                 rows.append({"name": name, "text": kw.get("rule"), "mode": kw.get("mode"), "losses": losses,
                              "mean": sum(losses) / len(losses), "run_seconds": [r["seconds"] for r in runs]})
             muon = next(r["losses"] for r in rows if r["name"] == "Muon")
-            for r in rows:
+            at = next(i for i, (name, _) in enumerate(entries) if name == "Muon")
+            muon_runs = [result[(steps, at, seed)] for seed in seeds]
+            tokens = [s.shape[1] - 1 for s in self.data["held"][split]]
+            for i, r in enumerate(rows):
                 r["wins_vs_muon"] = sum(a < b for a, b in zip(r["losses"], muon))
+                # each seed's lead over Muon with its paired standard error over the stories
+                # (None where a run predates the per-story sums or failed)
+                r["lead_se"] = [_lead_se(m, result[(steps, i, seed)], split, tokens)
+                                for m, seed in zip(muon_runs, seeds)]
             tables.append({"steps": steps, "rows": rows})
         if bar is not None:
             bar.close()
@@ -408,6 +415,13 @@ def _worker_run(call: dict) -> dict:
     return _WORKER_TASK._on(call.pop("on", None)).run(**call)
 
 
+def _lead_se(muon: dict, run: dict, split: str, tokens: list[int]) -> list[float] | None:
+    a, b = muon.get(f"{split}_story_sums"), run.get(f"{split}_story_sums")
+    if not a or not b or len(a) != len(b) or len(a) != len(tokens) or not math.isfinite(run[split]):
+        return None
+    return list(paired_lead(a, b, tokens))
+
+
 def format_table(res: dict, settings: dict) -> str:
     seeds = res["seeds"]
     lines = [f"optimizer track: loss on the {res.get('split', 'test')} stories after training a fresh "
@@ -421,6 +435,10 @@ def format_table(res: dict, settings: dict) -> str:
             per = " ".join(f"{x:7.4f}" for x in r["losses"])
             wins = "  -" if r["name"] == "Muon" else f"{r['wins_vs_muon']:2d}/{len(seeds)}"
             lines.append(f"  {'':12}{r['name']:{width}s} {r['mean']:7.4f}  {per} {wins}")
+            se = r.get("lead_se") or []
+            if r["name"] != "Muon" and se and all(x is not None for x in se):
+                cells = "  ".join(f"{lead:+.4f} +- {err:.4f}" for lead, err in se)
+                lines.append(f"  {'':12}{'':{width}s}  each seed's lead, +- its paired standard error: {cells}")
     return "\n".join(lines)
 
 
@@ -475,14 +493,42 @@ def train_run(data: dict, settings: dict, base: str = "muon", rule: str | None =
 
 
 def _train(data, settings, base, rule, weights, mode, seed, steps) -> dict:
-    from .lm.train import validation_loss
-
     started = time.perf_counter()
     model, out = train_model(data, settings, base, rule, weights, mode, seed, steps)
     if model is not None:
-        out = {**{p: validation_loss(model, data["held"][p]) for p in PARTS}, **out}
+        for p in PARTS:
+            sums = story_loss_sums(model, data["held"][p])
+            total = 0.0
+            for x in sums:  # in story order, as lm.train.validation_loss adds them
+                total += x
+            out[p] = total / max(sum(s.shape[1] - 1 for s in data["held"][p]), 1)
+            out[f"{p}_story_sums"] = sums
     out["seconds"] = time.perf_counter() - started
     return out
+
+
+def story_loss_sums(model, seqs) -> list[float]:
+    """Each held-out story's summed next-token loss (nats) under `model`: kept with the run, so
+    a table can give a lead over Muon with its paired standard error over stories."""
+    import torch
+    import torch.nn.functional as F
+
+    model.eval()
+    with torch.no_grad():
+        out = [float(F.cross_entropy(model(s[:, :-1])[0], s[0, 1:], reduction="sum")) for s in seqs]
+    model.train()
+    return out
+
+
+def paired_lead(base: Sequence[float], other: Sequence[float], tokens: Sequence[int]) -> tuple[float, float]:
+    """(lead, standard error): the base's loss per token minus the other's over the same stories
+    (summed losses `base`, `other`; `tokens` per story), and the standard error of that ratio
+    estimate over stories."""
+    n = len(base)
+    total = sum(tokens)
+    lead = sum(a - b for a, b in zip(base, other)) / total
+    resid = [(a - b) - lead * t for a, b, t in zip(base, other, tokens)]
+    return lead, math.sqrt(sum(r * r for r in resid) * n / max(n - 1, 1)) / total
 
 
 def train_model(data, settings, base, rule, weights, mode, seed, steps):
@@ -530,6 +576,10 @@ def _read_run(path: Path) -> dict | None:
     if not isinstance(d, dict) or not all(p in d and (d[p] is None or isinstance(d[p], (int, float)))
                                           for p in (*PARTS, "train")):
         return None
+    for p in PARTS:  # per-story sums (runs since 2026-12-04): dropped where not a list of numbers
+        sums = d.get(f"{p}_story_sums")
+        if sums is not None and not (isinstance(sums, list) and all(isinstance(x, (int, float)) for x in sums)):
+            d.pop(f"{p}_story_sums")
     return {k: (math.nan if v is None else v) for k, v in d.items()}
 
 

@@ -627,3 +627,24 @@ def test_eval_noise_paired_lead_is_the_token_weighted_difference(rows):
     assert se >= 0
     shifted = [(a + 0.25 * t, t) for a, t in base]
     assert mod.paired_lead(shifted, base) == pytest.approx((0.25, 0.0), abs=1e-9)
+
+
+def test_runs_keep_story_losses_and_the_table_gives_each_lead_its_standard_error(task):
+    """A run keeps each held-out story's summed loss (its mean loss is their total over the
+    tokens); the final table gives each seed's lead over Muon with its paired standard error."""
+    from evo_rules.fitness.optimizer import paired_lead
+
+    run = task.run(rule="(mul 0.5 x.m)", mode="correct", seed=2000, steps=3)
+    tokens = [s.shape[1] - 1 for s in task.data["held"]["test"]]
+    assert len(run["test_story_sums"]) == len(tokens)
+    assert run["test"] == pytest.approx(sum(run["test_story_sums"]) / sum(tokens), rel=1e-12)
+    res = task.final_evaluation([{"name": "searched", "text": "(mul 0.5 x.m)", "weights": []}], progress=False)
+    for h in res["horizons"]:
+        muon = next(r for r in h["rows"] if r["name"] == "Muon")
+        mine = next(r for r in h["rows"] if r["name"] == "searched")
+        for k, (lead, se) in enumerate(mine["lead_se"]):
+            assert lead == pytest.approx(muon["losses"][k] - mine["losses"][k], abs=1e-9)
+            assert se > 0
+        assert all(lead == 0 and se == 0 for lead, se in muon["lead_se"])
+    assert "paired standard error" in res["text"]  # the leads line
+    assert paired_lead([3.0, 5.0], [2.0, 4.0], [2, 2]) == pytest.approx((0.5, 0.0))
