@@ -31,22 +31,16 @@ def story_losses(call: tuple) -> tuple[str, dict]:
     """Train one model; (rule, {part: [(summed loss, tokens) per story]})."""
     rule, seed, steps = call
     import torch
-    import torch.nn.functional as F
 
-    from evo_rules.fitness.optimizer import OptimizerTask, train_model
+    from evo_rules.fitness.optimizer import OptimizerTask, story_loss_sums, train_model
 
     torch.set_num_threads(1)
     task = OptimizerTask(mode="correct")
     model, info = train_model(task.data, task.settings, "muon", rule, [], "correct", seed, steps)
     if model is None:
         raise SystemExit(f"optimizer_eval_noise: rule {rule}: {info['failed']}")
-    model.eval()
-    out = {}
-    with torch.no_grad():
-        for part in PARTS:
-            out[part] = [(float(F.cross_entropy(model(s[:, :-1])[0], s[0, 1:], reduction="sum")), s.shape[1] - 1)
-                         for s in task.data["held"][part]]
-    return rule, out
+    return rule, {part: list(zip(story_loss_sums(model, seqs), [s.shape[1] - 1 for s in seqs]))
+                  for part, seqs in task.data["held"].items()}
 
 
 def paired_lead(base: list, other: list) -> tuple[float, float]:

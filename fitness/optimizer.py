@@ -497,11 +497,8 @@ def _train(data, settings, base, rule, weights, mode, seed, steps) -> dict:
     model, out = train_model(data, settings, base, rule, weights, mode, seed, steps)
     if model is not None:
         for p in PARTS:
-            sums = story_loss_sums(model, data["held"][p])
-            total = 0.0
-            for x in sums:  # in story order, as lm.train.validation_loss adds them
-                total += x
-            out[p] = total / max(sum(s.shape[1] - 1 for s in data["held"][p]), 1)
+            sums = story_loss_sums(model, data["held"][p])  # added in story order, as validation_loss does
+            out[p] = sum(sums) / max(sum(s.shape[1] - 1 for s in data["held"][p]), 1)
             out[f"{p}_story_sums"] = sums
     out["seconds"] = time.perf_counter() - started
     return out
