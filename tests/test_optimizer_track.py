@@ -600,6 +600,46 @@ def test_fitness_seeds_takes_the_smallest_lead_over_seeds_and_races_each(task, m
         check_task_settings({"fitness_seeds": 0})
 
 
+def test_seed_combine_mean_ranks_by_the_mean_lead_and_races_on_it(task, monkeypatch):
+    """seed_combine = "mean": at each horizon the seeds' mean lead; the metric is the smaller of
+    the two means; the long runs are trained only when the mean valid lead at `steps` is above
+    the race margin (one seed behind does not end the race); a key of its own."""
+    kw = dict(cache_dir=str(task.cache_dir), fitness="both", race_margin=0.001, fitness_seeds=2, **TINY)
+    two = registry.get_task("tinystories-optimizer", **kw)
+    mean = registry.get_task("tinystories-optimizer", seed_combine="mean", **kw)
+    assert registry.get_task("tinystories-optimizer", seed_combine="min", **kw).fingerprint == two.fingerprint
+    assert mean.fingerprint != two.fingerprint and mean.run_fingerprint == two.run_fingerprint
+    muon = mean.linear_rule_text()
+    losses = {(muon, s, h): v for s in (1, 2) for h, v in ((3, 3.0), (4, 2.5))}
+    losses.update({("one seed behind", 1, 3): 2.98, ("one seed behind", 2, 3): 3.01,
+                   ("one seed behind", 1, 4): 2.51, ("one seed behind", 2, 4): 2.47,
+                   ("behind", 1, 3): 3.01, ("behind", 2, 3): 2.995,
+                   ("tie", 1, 3): 2.9995, ("tie", 2, 3): 2.9995,
+                   ("long worse", 1, 3): 2.98, ("long worse", 2, 3): 2.98, ("long worse", 1, 4): 2.55,
+                   ("long worse", 2, 4): 2.49})
+    trained = []
+
+    def fake_run(rule=None, seed=None, steps=None, **kw):
+        key = (rule, seed or 1, steps or 3)
+        trained.append(key)
+        return {"valid": losses[key], "test": losses[key], "train": losses[key]}
+
+    monkeypatch.setattr(mean, "run", fake_run)
+    got = {r: mean.evaluate(r, [], "valid") for r in ("one seed behind", "behind", "tie", "long worse")}
+    # short: mean of +0.02 and -0.01 = +0.005; long: mean of -0.01 and +0.03 = +0.01
+    assert got["one seed behind"]["lead_short"] == pytest.approx(0.005)
+    assert got["one seed behind"]["lead_long"] == pytest.approx(0.01)
+    assert got["one seed behind"]["lead_vs_muon"] == pytest.approx(0.005)
+    monkeypatch.setattr(two, "run", fake_run)
+    assert two.evaluate("one seed behind", [], "valid")["lead_vs_muon"] == pytest.approx(-0.01)  # "min"
+    assert got["behind"]["lead_vs_muon"] == pytest.approx(-0.0025)  # mean of -0.01 and +0.005
+    assert not any(k[0] in ("behind", "tie") and k[2] == 4 for k in trained)  # raced out at steps
+    assert got["tie"]["lead_vs_muon"] == 0.0
+    assert got["long worse"]["lead_vs_muon"] == pytest.approx(-0.02)  # mean of -0.05 and +0.01
+    with pytest.raises(SettingsError, match="seed_combine"):
+        check_task_settings({"seed_combine": "median"})
+
+
 def test_runs_are_measured_on_every_held_out_story_by_default(task):
     """eval_sequences 0 (the default): every story of each part, not the first 128 (a lead over
     Muon measured on 128 stories had a standard error as large as the leads)."""
