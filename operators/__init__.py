@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping
 
-from .crossover import subtree_crossover
+from .crossover import blend, subtree_crossover
 from .generate import random_population, random_rule
 from .grammar import Grammar
 from .mutate import hoist, insert, point_mutation, scale, shrink, subtree_mutation
@@ -66,6 +66,8 @@ for _name, _fn, _parents in (("crossover", subtree_crossover, 2), ("subtree", su
     register(_name, _fn, _parents)
 # not drawn unless [search.operator_weights] scale is set (the optimizer track sets it)
 register("scale", scale, 1)
+# not drawn unless [search.operator_weights] blend is set (the optimizer track sets it)
+register("blend", blend, 2)
 
 
 class _View(Mapping):
@@ -88,7 +90,7 @@ OPERATORS: Mapping[str, Callable] = _View("fn")
 N_PARENTS: Mapping[str, int] = _View("parents")
 
 __all__ = [
-    "Grammar", "N_PARENTS", "OPERATORS", "Sweep", "VARIATION", "VariationOperator", "enumerate_rules",
+    "Grammar", "blend", "N_PARENTS", "OPERATORS", "Sweep", "VARIATION", "VariationOperator", "enumerate_rules",
     "expand", "hoist", "insert", "point_mutation", "scale", "random_population", "random_rule", "register",
     "shrink", "subtree_crossover", "subtree_mutation", "term_vocabulary",
 ]

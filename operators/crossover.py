@@ -1,9 +1,9 @@
-"""Subtree crossover of two canonical rules."""
+"""Crossover of two canonical rules: subtree crossover, and blend (their sum and their mean)."""
 
 from __future__ import annotations
 
 from evo_rules.rule import Rule
-from evo_rules.terms import replace_at
+from evo_rules.terms import Term, num, replace_at
 
 from .grammar import Grammar
 from .positions import node_table, pick, rename_weights
@@ -49,6 +49,22 @@ def subtree_crossover(a: Rule, b: Rule, g: Grammar, rng) -> tuple[Rule, Rule]:
     return (c1 if c1 is not None else a), (c2 if c2 is not None else b)
 
 
+def blend(a: Rule, b: Rule, g: Grammar, rng) -> tuple[Rule, Rule]:
+    """The pair (a + b, (a + b) / 2): both parents' effects at once, and their average. For a
+    black-box rule whose numbers are not fitted (a correction to an optimizer's step, say) two
+    good parts found apart are one graft of a whole rule away, which subtree crossover, swapping
+    proper subtrees, seldom makes. `b`'s weights are renamed apart; a child the grammar refuses
+    (too large, say) or equal to a parent is replaced by that parent. `rng` is not used: the
+    children are determined by the parents."""
+    if "add" not in g.operators or "mul" not in g.operators:
+        return a, b
+    both = Term("add", (a.term, rename_weights(b.term, "b")))
+    parents = (a.key, b.key)
+    c1 = _child(both, g, parents)
+    c2 = _child(Term("mul", (both, num(0.5))), g, parents)
+    return (c1 if c1 is not None else a), (c2 if c2 is not None else b)
+
+
 def _child(t, g: Grammar, parents: tuple[str, str]) -> Rule | None:
     r = Rule(t)
     if r.key in parents or not g.admits(r):
@@ -56,4 +72,4 @@ def _child(t, g: Grammar, parents: tuple[str, str]) -> Rule | None:
     return r
 
 
-__all__ = ["ATTEMPTS", "subtree_crossover"]
+__all__ = ["ATTEMPTS", "blend", "subtree_crossover"]

@@ -224,6 +224,8 @@ def test_operators_mostly_make_new_rules(name):
     """On the default grammar a child is usually a new rule (not its parent again)."""
     rng = np.random.default_rng(5)
     pop = random_population(DEFAULT, rng, 200)
+    if name == "blend":  # a sum of two rules: only parents of half the size limit at most fit
+        pop = [r for r in pop if r.size < DEFAULT.max_size // 2]
     changed = total = 0
     for i in range(len(pop)):
         parents = [pop[i], pop[(i + 37) % len(pop)]]
@@ -347,6 +349,23 @@ def test_scale_halves_or_doubles_the_whole_rule():
     # constants fold: repeated halving reaches sizes no constant list holds
     assert scale(parse("(mul -0.1 x.u)", check_constants=False), g, np.random.default_rng(1)).text in (
         "(mul -0.05 x.u)", "(mul -0.2 x.u)")
+
+
+def test_blend_gives_the_sum_and_the_mean_of_two_rules():
+    """NorMuon's step (n - u) and a correction blend into their sum and their mean; weights stay
+    apart; a child too large for the grammar is its parent."""
+    from evo_rules.operators import VARIATION, blend
+
+    g = Grammar(features=("n", "u", "m", "v"), max_size=20)
+    a, b = parse("(add x.n (mul -1 x.u))"), parse("(mul w x.m x.v)")
+    s, m = blend(a, b, g, np.random.default_rng(0))
+    x = {"n": np.array([0.3, -1.0]), "u": np.array([0.1, 0.2]), "m": np.array([2.0, 1.5]),
+         "v": np.array([0.5, 4.0])}
+    fa, fb = a.evaluate(x, [1.0] * len(a.params)), b.evaluate(x, [1.5])
+    assert np.allclose(s.evaluate(x, [1.5]), fa + fb) and np.allclose(m.evaluate(x, [1.5]), (fa + fb) / 2)
+    assert g.admits(s) and g.admits(m) and VARIATION["blend"].parents == 2
+    small = Grammar(features=("n", "u", "m", "v"), max_size=8)
+    assert blend(a, b, small, np.random.default_rng(0)) == (a, b)
 
 
 # ------------------------------------------------------------------ black-box rules' numbers
