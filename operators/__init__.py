@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Mapping
 from .crossover import blend, subtree_crossover
 from .generate import random_population, random_rule
 from .grammar import Grammar
-from .mutate import hoist, insert, point_mutation, scale, shrink, subtree_mutation
+from .mutate import fade, hoist, insert, point_mutation, scale, shrink, subtree_mutation
 from .sweep import Sweep, enumerate_rules, expand, term_vocabulary
 
 _NAME = re.compile(r"[a-z][a-z0-9_]*\Z")
@@ -68,6 +68,8 @@ for _name, _fn, _parents in (("crossover", subtree_crossover, 2), ("subtree", su
 register("scale", scale, 1)
 # not drawn unless [search.operator_weights] blend is set (the optimizer track sets it)
 register("blend", blend, 2)
+# not drawn unless [search.operator_weights] fade is set (the optimizer track sets it)
+register("fade", fade, 1)
 
 
 class _View(Mapping):
@@ -91,6 +93,6 @@ N_PARENTS: Mapping[str, int] = _View("parents")
 
 __all__ = [
     "Grammar", "blend", "N_PARENTS", "OPERATORS", "Sweep", "VARIATION", "VariationOperator", "enumerate_rules",
-    "expand", "hoist", "insert", "point_mutation", "scale", "random_population", "random_rule", "register",
+    "expand", "fade", "hoist", "insert", "point_mutation", "scale", "random_population", "random_rule", "register",
     "shrink", "subtree_crossover", "subtree_mutation", "term_vocabulary",
 ]

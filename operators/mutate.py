@@ -9,7 +9,7 @@ failed tries the parent itself is returned.
 from __future__ import annotations
 
 from evo_rules.rule import Rule
-from evo_rules.terms import BINARY, NARY, UNARY, Term, num, replace_at, weight
+from evo_rules.terms import BINARY, NARY, UNARY, Term, feature, num, replace_at, weight
 
 from .generate import feature_term, pick_feature, random_feature, random_subtree
 from .grammar import Grammar
@@ -203,9 +203,31 @@ def scale(rule: Rule, g: Grammar, rng) -> Rule:
     return rule
 
 
+# the feature `fade` reads as training's progress, from 0 at the start to 1 at the end
+PROGRESS = "t"
+
+
+def fade(rule: Rule, g: Grammar, rng) -> Rule:
+    """The whole rule times (1 - t) (its effect fades out as training ends) or times t (fades
+    in), t being the grammar's progress feature `t` (the optimizer track's step fraction). A
+    change to an optimizer's step that helps early and hurts late (a larger step, say) is one
+    such factor away from one that keeps the early gain, and subtree variation seldom builds the
+    factor (it needs two constants and a sum in the right place). Returns the rule unchanged when
+    the grammar has no `t`, or lacks `add` or `mul`; off unless configured."""
+    if PROGRESS not in g.feature_set or "mul" not in g.operators or "add" not in g.operators:
+        return rule
+    t = feature(PROGRESS)
+    factors = (Term("add", (num(1.0), Term("mul", (num(-1.0), t)))), t)
+    for _ in range(ATTEMPTS):
+        child = child_of(rule, g, Term("mul", (rule.term, choose(rng, factors))))
+        if child is not None:
+            return child
+    return rule
+
+
 def _deletable(n: Node) -> bool:
     return n.parent is not None and n.parent.op in NARY and len(n.parent.args) > 1
 
 
-__all__ = ["ATTEMPTS", "child_of", "hoist", "insert", "point_mutation", "scale", "shrink",
+__all__ = ["ATTEMPTS", "PROGRESS", "child_of", "fade", "hoist", "insert", "point_mutation", "scale", "shrink",
            "subtree_mutation"]

@@ -223,13 +223,16 @@ def test_many_generations_stay_admitted(g, seed):
 def test_operators_mostly_make_new_rules(name):
     """On the default grammar a child is usually a new rule (not its parent again)."""
     rng = np.random.default_rng(5)
-    pop = random_population(DEFAULT, rng, 200)
-    if name == "blend":  # a sum of two rules: only parents of half the size limit at most fit
-        pop = [r for r in pop if r.size < DEFAULT.max_size // 2]
+    g = DEFAULT
+    if name == "fade":  # a schedule in the progress feature t, which the grammar must have
+        g = Grammar(features=NAMES + ("t",))
+    pop = random_population(g, rng, 200)
+    if name in ("blend", "fade"):  # a sum of two rules, a rule times 1 - t: smaller parents fit
+        pop = [r for r in pop if r.size < g.max_size // 2]
     changed = total = 0
     for i in range(len(pop)):
         parents = [pop[i], pop[(i + 37) % len(pop)]]
-        for k, p in zip(apply(name, parents, DEFAULT, rng), parents):
+        for k, p in zip(apply(name, parents, g, rng), parents):
             total += 1
             changed += k.key != p.key
     assert changed / total > 0.8, (name, changed, total)
@@ -349,6 +352,28 @@ def test_scale_halves_or_doubles_the_whole_rule():
     # constants fold: repeated halving reaches sizes no constant list holds
     assert scale(parse("(mul -0.1 x.u)", check_constants=False), g, np.random.default_rng(1)).text in (
         "(mul -0.05 x.u)", "(mul -0.2 x.u)")
+
+
+def test_fade_multiplies_the_whole_rule_by_a_schedule_in_t():
+    """NorMuon's step fades out, (1 - t)(n - u), or in, t (n - u): the two children have the
+    rule's values times 1 - t and t; without the feature t the rule comes back unchanged."""
+    from evo_rules.operators import VARIATION, fade
+
+    g = Grammar(features=("n", "u", "t"), max_size=20)
+    r = parse("(add x.n (mul -1 x.u))")
+    x = {"n": np.array([0.3, -1.0, 2.0]), "u": np.array([0.1, 0.2, -0.4]), "t": np.array([0.0, 0.25, 1.0])}
+    base = r.evaluate(x, [])
+    seen = set()
+    for seed in range(20):
+        k = fade(r, g, np.random.default_rng(seed))
+        assert g.admits(k) and k.features == ("n", "t", "u")
+        got = k.evaluate(x, [])
+        assert np.allclose(got, base * (1 - x["t"])) or np.allclose(got, base * x["t"])
+        seen.add(k.key)
+    assert len(seen) == 2 and VARIATION["fade"].parents == 1
+    no_t = Grammar(features=("n", "u"), max_size=20)
+    assert fade(r, no_t, np.random.default_rng(0)) is r
+    assert fade(r, Grammar(features=("n", "u", "t"), max_size=5), np.random.default_rng(0)) is r
 
 
 def test_blend_gives_the_sum_and_the_mean_of_two_rules():
