@@ -103,6 +103,8 @@ DEFAULTS = {"steps": 300, "long_steps": 1000, "seed": 1, "final_seeds": 4, "n_la
 # step led by +0.017 and +0.015 at 300 steps and lost by 0.010 on seed 1 at 1,000, where one
 # seed's lead has a standard error near 0.008), so its finalists were Muon and a no-op; the mean
 # ranks by the expected lead, and the rerun gate asks for every seed
+# settings each run's cache key holds itself: left out of the run cache's fingerprint
+_RUN_KEYED = ("seed", "steps")
 _EXECUTION = ("long_steps", "final_seeds", "cache_dir", "final_workers", "gate_long", "fitness",
               "race_margin", "fitness_seeds", "seed_combine")
 
@@ -144,11 +146,16 @@ class OptimizerTask:
     def _fingerprints(self) -> tuple[str, str]:
         """(the task's fingerprint, the run cache's): a run's numbers depend on the settings
         but `_EXECUTION`; with fitness "both" the task's (the fitness cache's key) adds the
-        long horizon, while the runs stay shared with fitness "short"."""
-        runs = fingerprint_of(self.name, {k: v for k, v in self.settings.items() if k not in _EXECUTION},
-                              self.data["digest"], str(CACHE_VERSION))
+        long horizon, while the runs stay shared with fitness "short". The run cache's leaves
+        out `seed` and `steps` too, which each run's key holds itself: a resampled task (the
+        gate's, the report's) and the benchmarks read and write the same runs."""
+        shaping = {k: v for k, v in self.settings.items() if k not in _EXECUTION}
+        task = fingerprint_of(self.name, shaping, self.data["digest"], str(CACHE_VERSION))
+        self._legacy_runs = task  # the run cache's fingerprint until 2026-12-04: still read
+        runs = fingerprint_of(self.name, {k: v for k, v in shaping.items() if k not in _RUN_KEYED},
+                              self.data["digest"], str(CACHE_VERSION), "runs")
         if self.settings["fitness"] == "short":
-            return runs, runs
+            return task, runs
         lead = {"fitness": "both", "long_steps": self.settings["long_steps"]}
         if self.settings["race_margin"]:  # (absent at 0: the fitness caches of before stay valid)
             lead["race_margin"] = self.settings["race_margin"]
@@ -156,7 +163,7 @@ class OptimizerTask:
             lead["fitness_seeds"] = self.settings["fitness_seeds"]
         if self.settings["seed_combine"] != "min":  # (absent at "min", likewise)
             lead["seed_combine"] = self.settings["seed_combine"]
-        return fingerprint_of(self.name, lead, runs, str(LEAD_VERSION)), runs
+        return fingerprint_of(self.name, lead, task, str(LEAD_VERSION)), runs
 
     # ------------------------------------------------------------------ the black-box protocol
 
@@ -294,7 +301,7 @@ class OptimizerTask:
             seed: int | None = None, steps: int | None = None) -> dict:
         """One training run (cached on disk): {"valid", "test", "train", "seconds"} losses."""
         path, text, weights, seed, steps = self._run_path(rule, weights, mode, base, seed, steps)
-        cached = _read_run(path)
+        cached = self._read_cached(path, text, weights, mode, base, seed, steps)
         if cached is not None:
             return cached
         out = train_run(self.data, self.settings, base=base, rule=text, weights=weights, mode=mode,
@@ -305,7 +312,16 @@ class OptimizerTask:
     def cached_run(self, rule: str | None = None, weights=None, mode: str = "replace", base: str = "muon",
                    seed: int | None = None, steps: int | None = None) -> dict | None:
         """The run `run` would return, if it is on disk; None otherwise."""
-        return _read_run(self._run_path(rule, weights, mode, base, seed, steps)[0])
+        path, text, weights, seed, steps = self._run_path(rule, weights, mode, base, seed, steps)
+        return self._read_cached(path, text, weights, mode, base, seed, steps)
+
+    def _read_cached(self, path, text, weights, mode, base, seed, steps) -> dict | None:
+        """The run at `path`, else one written under the run cache's earlier key (that key held
+        the task's own seed and steps as well, so only the same task found it again)."""
+        run = _read_run(path)
+        if run is None:
+            run = _read_run(self._run_file(self._legacy_runs, text, weights, mode, base, seed, steps))
+        return run
 
     def _run_path(self, rule, weights, mode, base, seed, steps):
         from evo_rules.rule import parse
@@ -314,10 +330,12 @@ class OptimizerTask:
         steps = self.settings["steps"] if steps is None else steps
         text = None if rule is None else parse(rule, check_constants=False).text
         weights = [float(w) for w in (weights or [])]
+        return self._run_file(self.run_fingerprint, text, weights, mode, base, seed, steps), text, weights, seed, steps
+
+    def _run_file(self, fingerprint, text, weights, mode, base, seed, steps) -> Path:
         key = fingerprint_of("optimizer-run", {"rule": text, "weights": weights, "mode": mode, "base": base,
-                                               "seed": seed, "steps": steps},
-                             self.run_fingerprint)
-        return self.cache_dir / "optimizer-runs" / f"{key}.json", text, weights, seed, steps
+                                               "seed": seed, "steps": steps}, fingerprint)
+        return self.cache_dir / "optimizer-runs" / f"{key}.json"
 
     def final_evaluation(self, rules: Sequence[dict], progress: bool = True, first_seed: int = FINAL_FIRST_SEED,
                          split: str = "test", baselines: bool = True) -> dict:

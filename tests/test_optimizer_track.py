@@ -294,6 +294,29 @@ def test_runs_are_cached_on_disk(task, monkeypatch):
     assert task.run(base="muon") == muon
 
 
+def test_a_resampled_task_shares_the_runs_of_its_seed_and_steps(task, monkeypatch):
+    """The gate's tasks (resampled to a seed and a horizon) and the benchmarks (the base task with
+    explicit seed and steps) read the same cached run; a run cached under the earlier key (which
+    held the task's own seed and steps) is still read."""
+    from evo_rules.fitness import optimizer
+
+    rule = "(mul 0.25 x.m)"
+    gate = task.resample(1003, 4, fitness="short")
+    assert gate.run_fingerprint == task.run_fingerprint and gate.fingerprint != task.fingerprint
+    first = task.run(rule=rule, mode="correct", seed=1003, steps=4)
+    path, text, weights, seed, steps = gate._run_path(rule, None, "correct", "muon", None, None)
+    legacy = gate._run_file(gate._legacy_runs, text, weights, "correct", "muon", seed, steps)
+    assert path.exists() and legacy != path
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(optimizer, "train_run", no_training)
+    assert gate.run(rule=rule, mode="correct") == first
+    path.rename(legacy)
+    assert gate.run(rule=rule, mode="correct") == first and gate.cached_run(rule=rule, mode="correct") == first
+
+
 def test_resample_linear_rule_and_modes(task):
     other = task.resample(1001)
     assert other.settings["seed"] == 1001 and other.fingerprint != task.fingerprint
