@@ -55,8 +55,9 @@ def blend(a: Rule, b: Rule, g: Grammar, rng) -> tuple[Rule, Rule]:
     good parts found apart are one graft of a whole rule away, which subtree crossover, swapping
     proper subtrees, seldom makes. `b`'s weights are renamed apart; a child the grammar refuses
     (too large, say) or equal to a parent is replaced by that parent. `rng` is not used: the
-    children are determined by the parents."""
-    if "add" not in g.operators or "mul" not in g.operators:
+    children are determined by the parents. Two equal parents give back themselves: their sum
+    would be the rule doubled (the scale move) and their mean the rule again."""
+    if "add" not in g.operators or "mul" not in g.operators or a.key == b.key:
         return a, b
     both = Term("add", (a.term, rename_weights(b.term, "b")))
     parents = (a.key, b.key)

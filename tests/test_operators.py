@@ -391,6 +391,7 @@ def test_blend_gives_the_sum_and_the_mean_of_two_rules():
     assert g.admits(s) and g.admits(m) and VARIATION["blend"].parents == 2
     small = Grammar(features=("n", "u", "m", "v"), max_size=8)
     assert blend(a, b, small, np.random.default_rng(0)) == (a, b)
+    assert blend(a, a, g, np.random.default_rng(0)) == (a, a)  # not 2a (scale's move) and a again
 
 
 # ------------------------------------------------------------------ black-box rules' numbers
