@@ -49,7 +49,7 @@ def test_kernel_matches_tree_walk(t, seed):
     with np.errstate(all="ignore"):
         nudged = [tree_eval(r.term, {f: v * (1 + d) for f, v in X.items()},
                             {k: v * (1 + d) for k, v in wd.items()}, N) for d in (1e-13, -1e-13)]
-        nudged += [_nudged_walk(r.term, X, wd, d) for d in (1e-13, -1e-13)]
+        nudged += [_nudged_walk(r.term, X, wd, d) for d in (1e-13, -1e-13, 3e-12, -3e-12)]
     conditioned = np.ones(N, bool)
     for v in nudged:
         conditioned &= (np.isfinite(v) == np.isfinite(want))

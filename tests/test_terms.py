@@ -85,6 +85,28 @@ def _values(t: Term, X, weights):
     return tree_eval(t, X, weights, ROWS)
 
 
+def _nudged(t: Term, X, weights, d: float) -> np.ndarray:
+    """The tree walk with each inner node's result scaled by 1 + d."""
+    if not t.args:
+        return _values(t, X, weights)
+    names = [f"_{i}" for i in range(len(t.args))]
+    inner = {n: _nudged(a, X, weights, d) for n, a in zip(names, t.args)}
+    return _values(Term(t.op, tuple(Term("x", (), n) for n in names), t.value), inner, weights) * (1 + d)
+
+
+def _conditioned(t: Term, X, weights) -> np.ndarray:
+    """Rows where scaling every inner result by 1 +- 1e-13 moves the value by at most 1e-9
+    (relative): elsewhere two correct evaluation orders differ by rounding alone (sin of a
+    pow whose exponent's product was reordered, found by hypothesis)."""
+    v = _values(t, X, weights)
+    ok = np.ones(len(v), bool)
+    with np.errstate(all="ignore"):
+        for d in (1e-13, -1e-13):
+            n = _nudged(t, X, weights, d)
+            ok &= (np.isfinite(n) == np.isfinite(v)) & (~np.isfinite(v) | np.isclose(n, v, rtol=1e-9, atol=1e-11))
+    return ok
+
+
 def _defined(t: Term, X, weights) -> np.ndarray:
     """Rows where every subterm of t is finite."""
     ok = np.isfinite(_values(t, X, weights))
@@ -106,7 +128,7 @@ def test_simplification_is_sound(t, seed):
     # Sound where the rule is defined: rows where some subterm passes through a pole (1/0,
     # 0^-1) are left out, since there IEEE's signed zero decides the sign of the infinity and
     # `w * 0 -> 0` may flip it (found: (sign (pow (mul w 0) -1)) gave -1 before, +1 after).
-    ok = _defined(t, X, W) & np.isfinite(after) & (np.abs(before) < 1e12)
+    ok = _defined(t, X, W) & np.isfinite(after) & (np.abs(before) < 1e12) & _conditioned(t, X, W)
     assert np.allclose(before[ok], after[ok], rtol=1e-9, atol=1e-9)
 
 
