@@ -21,7 +21,19 @@ def tree_eval(t: Term, X: Mapping[str, np.ndarray], weights: Mapping[str, float]
         return _ev(t, X, weights, n)
 
 
-def _ev(t: Term, X, W, n):
+def tree_eval_nudged(t: Term, X: Mapping[str, np.ndarray], weights: Mapping[str, float], n: int,
+                     d: float) -> np.ndarray:
+    """The tree walk with every inner node's result scaled by 1 + d: rows whose value then moves
+    far more than d are ill-conditioned (a cancellation's rounding residual fed on), where two
+    correct evaluators differ by rounding alone."""
+    with np.errstate(all="ignore"):
+        return _ev(t, X, weights, n, d)
+
+
+def _ev(t: Term, X, W, n, d=0.0):
+    if d and t.args:
+        return _ev(Term(t.op, tuple(Term("x", (), f"_{i}") for i in range(len(t.args))), t.value),
+                   {f"_{i}": _ev(a, X, W, n, d) for i, a in enumerate(t.args)}, W, n) * (1 + d)
     op = t.op
     if op == "num":
         return np.full(n, float(t.value))

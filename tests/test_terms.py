@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import evo_rules
 from evo_rules import ParseError, parse
 from evo_rules.parse import parse_term
-from evo_rules.reference import tree_eval
+from evo_rules.reference import tree_eval, tree_eval_nudged
 from evo_rules.simplify import _renumber, _sort_commutative, simplify
 from evo_rules.terms import Term, to_text, walk
 from strategies import FEATURES, terms
@@ -85,15 +85,6 @@ def _values(t: Term, X, weights):
     return tree_eval(t, X, weights, ROWS)
 
 
-def _nudged(t: Term, X, weights, d: float) -> np.ndarray:
-    """The tree walk with each inner node's result scaled by 1 + d."""
-    if not t.args:
-        return _values(t, X, weights)
-    names = [f"_{i}" for i in range(len(t.args))]
-    inner = {n: _nudged(a, X, weights, d) for n, a in zip(names, t.args)}
-    return _values(Term(t.op, tuple(Term("x", (), n) for n in names), t.value), inner, weights) * (1 + d)
-
-
 def _conditioned(t: Term, X, weights) -> np.ndarray:
     """Rows where scaling every inner result by 1 +- 1e-13 moves the value by at most 1e-9
     (relative): elsewhere two correct evaluation orders differ by rounding alone (sin of a
@@ -102,7 +93,7 @@ def _conditioned(t: Term, X, weights) -> np.ndarray:
     ok = np.ones(len(v), bool)
     with np.errstate(all="ignore"):
         for d in (1e-13, -1e-13):
-            n = _nudged(t, X, weights, d)
+            n = tree_eval_nudged(t, X, weights, ROWS, d)
             ok &= (np.isfinite(n) == np.isfinite(v)) & (~np.isfinite(v) | np.isclose(n, v, rtol=1e-9, atol=1e-11))
     return ok
 
