@@ -1,5 +1,5 @@
-"""The optimizer track's baselines (issue 13): AdamW, Muon and the seed's three hand designs
-(gating, replacement, correction; `fitness.lm.optim.REFERENCE_RULES`), each trained from scratch
+"""The optimizer track's baselines (issue 13): AdamW, Muon, the seed's three hand designs
+(gating, replacement, correction; `fitness.lm.optim.REFERENCE_RULES`) and NorMuon's step, each trained from scratch
 on the same fresh seeds, at `--steps` and, with `--long-steps`, a longer horizon. Prints the
 table (mean loss on the test stories over the seeds, per seed, seeds won against Muon) and the
 seconds per run and per step.
@@ -27,7 +27,7 @@ and `--long-steps` on seeds 3000.., and uses the best of each for the table.
 The same code path as the task's final table (`OptimizerTask.final_evaluation`, no searched
 rules). Runs go to a fresh temporary cache unless `--cache-dir` names one (then a rerun reuses
 them and the times printed are those first measured). Needs the lm extra; a full-size run wants
-the machine to itself: 20 runs at 300 steps (about 1-2 minutes each on one thread) and 20 at
+the machine to itself: 24 runs at 300 steps (about 1-2 minutes each on one thread) and 24 at
 1,000 steps, on `--workers` processes (default one per core), so half an hour to an hour on 2
 cores; the numbers do not depend on `--workers`, while `--threads 2` may change them slightly.
 """
