@@ -10,6 +10,7 @@ seconds per run and per step.
     python3 benchmarks/optimizer_baselines.py --sweep-lr --sweep-only --seeds 1 --cache-dir ~/.cache/evo-rules
     python3 benchmarks/optimizer_baselines.py --rule "(mul -0.5 x.u x.t)"   # your rules beside them
     python3 benchmarks/optimizer_baselines.py --muon-only --first-seed 3000 --split valid --rule "(mul -0.01 x.w)"
+    python3 benchmarks/optimizer_baselines.py --plot leads.png     # the table, and each seed's lead drawn
 
 The last form probes rules on tuning seeds (3000..) and the valid stories, against Muon alone:
 seeds and stories that neither the rerun gate (1000..) nor the report's table (2000.., test
@@ -68,9 +69,16 @@ def main(argv=None) -> int:
     ap.add_argument("--split", default="test", choices=PARTS, help="the stories the losses are on")
     ap.add_argument("--muon-only", action="store_true",
                     help="train Muon and the --rule rules only (no AdamW, no hand designs)")
+    ap.add_argument("--plot", metavar="FILE.png", default="",
+                    help="also draw each rule's lead over Muon per seed, with its standard error (PNG)")
     args = ap.parse_args(argv)
     if args.first_seed < 0:
         print(f"optimizer_baselines: --first-seed: must be >= 0, got {args.first_seed}", file=sys.stderr)
+        return 2
+    if args.plot and not os.path.isdir(os.path.dirname(os.path.abspath(args.plot))):
+        # said before an hour of training, not after
+        print(f"optimizer_baselines: --plot: no folder {os.path.dirname(os.path.abspath(args.plot))}",
+              file=sys.stderr)
         return 2
     try:
         rules = user_rules(args.rule)
@@ -107,6 +115,13 @@ def main(argv=None) -> int:
         print(f"  {h['steps']} steps: {mean:.1f} s/run ({mean / h['steps']:.3f} s/step incl. the held-out "
               f"losses), {len(secs)} runs")
     print(f"total {res['seconds']:.1f} s")
+    if args.plot:
+        from evo_rules.plots import lead_points, plot_leads
+
+        if lead_points(res):
+            print(f"plot: {plot_leads(res, 'optimizer track', args.plot, GATE_MARGIN)}")
+        else:
+            print("plot: none (no run here kept its per-story losses)")
     return 0
 
 
@@ -131,6 +146,7 @@ def user_rules(texts) -> list[dict]:
     return out
 
 
+GATE_MARGIN = 0.001  # the shipped config's [rerun] margin, drawn in --plot's figure
 SWEEP_FIRST_SEED = 3000  # tuning seeds: not the search's (1), the gate's (1000+) nor the table's (2000+)
 
 

@@ -306,7 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_lineage)
 
     pl = sub.add_parser("plot", help="PNG plots of a run: families, best rule's ancestry, Pareto fronts, "
-                        "logbook, Muller plot of families")
+                        "logbook, Muller plot of families (and each seed's lead over Muon, for a run with a final "
+                        "table of leads)")
     pl.add_argument("dir")
     pl.add_argument("--out", help="folder for the PNGs (default: DIR/plots)")
     pl.add_argument("--top", type=int, default=8, help="families to plot (default 8)")

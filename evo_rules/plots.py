@@ -24,6 +24,10 @@
   generation, families nested next to the family they descend from (`families.muller_shares`).
   The lineage records births, not the surviving population (a checkpoint holds only the last
   population), so the shares are of births; the title says so.
+- `leads.png` (only for a run whose report has a final table with per-seed leads, the optimizer
+  track's): each rule's lead over the table's baseline (Muon) on each seed, with its paired
+  standard error over the stories, one panel per horizon, the rerun gate's margin drawn: how
+  far a rule's lead varies from seed to seed beside how precisely one run measures it.
 
 Only matplotlib (Agg, through `matplotlib.figure.Figure`: no pyplot state, no display).
 """
@@ -97,6 +101,10 @@ def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
     plot_pareto(recs, metric, title, paths[2], winner=report.get("winner"), marks=marks)
     plot_logbook(logbook, metric, title, paths[3], marks=marks)
     plot_muller(fams, title, paths[4], top, metric)
+    final = report.get("final") or {}
+    if lead_points(final):
+        margin = max([g.get("margin") or 0.0 for g in report.get("rerun_gate", [])] or [0.0])
+        paths.append(plot_leads(final, title, os.fspath(RunFolder(folder).leads_plot_path(out)), margin))
     return paths
 
 
@@ -538,5 +546,55 @@ def plot_muller(fams: list[Family], title: str, path: str, top: int = TOP_FAMILI
                  "surviving population);\nfamilies stacked next to the family they descend from",
                  fontsize=10)
     fig.legend(loc="outside lower center", ncol=1, frameon=False, prop={"family": "monospace", "size": 8})
+    fig.savefig(path, dpi=110)
+    return path
+
+
+# ---------------------------------------------------------------------- 6. leads per seed
+
+def lead_points(final: dict) -> list[dict]:
+    """The leads a final table holds (`final["horizons"][k]["rows"][j]["lead_se"]`, one
+    (lead, standard error) per seed, None where a run kept no per-story losses): one dict per
+    rule, horizon and seed with rule, steps, seed, lead and se. Empty when the table has none."""
+    seeds = final.get("seeds") or []
+    out = []
+    for h in final.get("horizons") or []:
+        for row in h.get("rows") or []:
+            for seed, pair in zip(seeds, row.get("lead_se") or []):
+                if pair is not None and row.get("name") != "Muon":
+                    out.append({"rule": row["name"], "steps": h["steps"], "seed": seed,
+                                "lead": float(pair[0]), "se": float(pair[1])})
+    return out
+
+
+def plot_leads(final: dict, title: str, path: str, margin: float = 0.0) -> str:
+    """One panel per horizon: every rule's lead over Muon (Muon's loss minus the rule's, + =
+    ahead) on each seed as a dot with +- 2 standard errors, seeds side by side; the zero line is
+    Muon, the dashed line the gate's margin."""
+    pts = lead_points(final)
+    steps = sorted({p["steps"] for p in pts})
+    rules = list(dict.fromkeys(p["rule"] for p in pts))
+    seeds = sorted({p["seed"] for p in pts})
+    fig = Figure(figsize=(max(7.0, 1.6 * len(rules) + 2), 4.0 * len(steps) + 1.2), layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(steps), 1, sharex=True))
+    width = 0.8 / max(len(seeds), 1)
+    for ax, n in zip(axes, steps):
+        for k, seed in enumerate(seeds):
+            at = [(rules.index(p["rule"]), p) for p in pts if p["steps"] == n and p["seed"] == seed]
+            xs = [i - 0.4 + width * (k + 0.5) for i, _ in at]
+            ax.errorbar(xs, [p["lead"] for _, p in at], yerr=[2 * p["se"] for _, p in at], fmt="o",
+                        ms=4, capsize=2, color=f"C{k % 10}", label=f"seed {seed}")
+        ax.axhline(0.0, color="0.3", lw=1.0)
+        if margin:
+            ax.axhline(margin, color="C3", ls="--", lw=1.0, label=f"gate margin {margin:g}")
+        ax.set_ylabel(f"lead over Muon at {n} steps\n(nats; + = ahead)")
+        ax.grid(alpha=0.3, axis="y")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=min(len(labels), 6), fontsize=8, frameon=False)
+    axes[-1].set_xticks(range(len(rules)))
+    axes[-1].set_xticklabels([_wrap(r, 22) for r in rules], fontsize=8)
+    split = final.get("split", "test")
+    fig.suptitle(f"{title}\neach seed's lead over Muon on the {split} stories, "
+                 "+- 2 standard errors over the stories", fontsize=10)
     fig.savefig(path, dpi=110)
     return path

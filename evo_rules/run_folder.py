@@ -36,6 +36,7 @@ FAMILIES = "families.json"
 SWEEP = "sweep.json"
 PLOTS = "plots"
 PLOT_NAMES = ("families.png", "ancestry.png", "pareto.png", "logbook.png", "muller.png")
+LEADS_PLOT = "leads.png"  # only for a report with a final table of per-seed leads (optimizer track)
 TMP = ".tmp"  # suffix of a file being written, renamed over the real one when complete
 
 
@@ -75,6 +76,10 @@ class RunFolder:
         """The PNGs of `evo-rules plot`, in `out` (default: the folder's plots/)."""
         folder = Path(out) if out is not None else self.plots
         return tuple(folder / name for name in PLOT_NAMES)
+
+    def leads_plot_path(self, out: str | os.PathLike | None = None) -> Path:
+        """`leads.png`, written beside the five plots for a run whose report has per-seed leads."""
+        return (Path(out) if out is not None else self.plots) / LEADS_PLOT
 
     def cache_path(self, shared: str = "") -> Path:
         """The cache a run uses: `shared` ([cache] path) when set, else the run's own."""

@@ -519,7 +519,8 @@ def test_probe_on_tuning_seeds_trains_muon_and_the_rules_on_the_chosen_seeds_and
         assert rule["wins_vs_muon"] == sum(a < b for a, b in zip(rule["losses"], muon["losses"]))
     with pytest.raises(ValueError, match="split: must be one of valid, test, got 'train'"):
         task.final_evaluation([], progress=False, split="train")
-    for argv, says in ((["--first-seed", "-1"], "--first-seed: must be >= 0, got -1"),):
+    for argv, says in ((["--first-seed", "-1"], "--first-seed: must be >= 0, got -1"),
+                       (["--plot", "/nonexistent-folder/leads.png"], "--plot: no folder /nonexistent-folder")):
         assert mod.main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err == [f"optimizer_baselines: {says}"]

@@ -217,6 +217,45 @@ def test_plots_show_the_baselines_and_say_what_they_leave_out(run):
     assert _families_caption(fams, fams, "acc") == f"all {len(fams)} rule families"
 
 
+def _final_table():
+    """A final table as the optimizer track writes it (figures of the README's seeds 2000-2001)."""
+    muon = {"name": "Muon", "lead_se": [None, None]}
+    return {"seeds": [2000, 2001], "split": "test", "horizons": [
+        {"steps": 300, "rows": [muon, {"name": "NorMuon", "lead_se": [[0.0169, 0.0014], [0.0112, 0.0018]]},
+                                {"name": "old run", "lead_se": None}]},
+        {"steps": 1000, "rows": [muon, {"name": "NorMuon", "lead_se": [[0.0373, 0.0036], [-0.0030, 0.0030]]},
+                                 {"name": "old run", "lead_se": [None, None]}]}]}
+
+
+def test_lead_points_are_every_rule_seed_and_horizon_with_leads_but_muon():
+    from evo_rules.plots import lead_points
+
+    pts = lead_points(_final_table())
+    assert [(p["rule"], p["steps"], p["seed"]) for p in pts] == [
+        ("NorMuon", 300, 2000), ("NorMuon", 300, 2001), ("NorMuon", 1000, 2000), ("NorMuon", 1000, 2001)]
+    assert pts[3]["lead"] == -0.0030 and pts[3]["se"] == 0.0030
+    assert lead_points({}) == [] and lead_points({"seeds": [1], "horizons": [{"steps": 5, "rows": [
+        {"name": "x", "lead_se": [None]}]}]}) == []
+
+
+def test_plot_writes_the_leads_only_for_a_report_with_a_final_table_of_leads(run, tmp_path):
+    import shutil
+
+    from evo_rules.plots import plot_run
+
+    folder = tmp_path / "run"
+    shutil.copytree(run, folder, ignore=shutil.ignore_patterns("plots"))
+    names = sorted(os.path.basename(p) for p in plot_run(str(folder), str(tmp_path / "a")))
+    assert "leads.png" not in names and len(names) == 5
+    rep = json.loads((folder / "report.json").read_text())
+    rep["final"] = _final_table()
+    (folder / "report.json").write_text(json.dumps(rep))
+    paths = plot_run(str(folder), str(tmp_path / "b"))
+    assert os.path.basename(paths[-1]) == "leads.png" and len(paths) == 6
+    with open(paths[-1], "rb") as fh:
+        assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
 # ---------------------------------------------------------------------- CLI
 
 def test_a_shipped_config_runs_by_name_from_any_folder(tmp_path):
