@@ -1,6 +1,6 @@
 """Rerun every row of README.md's "## Results" section and print the tables in README form.
 
-    python3 benchmarks/results.py                      # every row (about 1 h on 2 idle cores)
+    python3 benchmarks/results.py                      # every row (about 20 minutes on 2 idle cores)
     python3 benchmarks/results.py --only and-match,babi-2 --check
     python3 benchmarks/results.py --stage3             # also the Stage 3 table (`lm` extra)
 

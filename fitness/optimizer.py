@@ -46,12 +46,14 @@ from .base import Setting, SettingsError, check_settings, fingerprint_of
 PARTS = ("valid", "test")
 # The model is the shipped GPT's shape (4 layers, width 128, 4 heads) with rows of 4 x 256 tokens
 # instead of training's 8 x 384: measured on the 2-core machine, 0.44 s/step on one thread
-# against 1.25 at 8 x 384, so a 300-step run takes about 2.3 minutes (1 thread) instead of 6.
+# against 1.25 at 8 x 384 (on that Xeon; 0.14-0.25 s/step on the AMD EPYC), so a 300-step run
+# takes 0.6-2.3 minutes on one thread instead of 6.
 # lr (Muon's block matrices), adam_lr (Muon's AdamW part: embeddings and norms) and adamw_lr (the
 # AdamW baseline): the best of benchmarks/optimizer_baselines.py --sweep-lr --seeds 1 (seed 3000,
-# mean valid-story loss over 300 and 1,000 steps): Muon lr 0.0025 / 0.005 / 0.01 -> 3.6127 /
-# 3.5970 / 3.5919; then adam_lr 1.5e-3 / 3e-3 / 6e-3 / 1.2e-2 -> 3.6906 / 3.5919 / 3.5509 /
-# 3.5444; AdamW 3.3e-4 / 1e-3 / 3e-3 -> 4.3642 / 4.0090 / 4.3525. (Until a two-horizon search
+# mean valid-story loss over 300 and 1,000 steps), rerun from these defaults so that each sits at
+# an interior optimum of its grid: Muon lr 0.005 / 0.01 / 0.02 -> 3.5483 / 3.5444 / 3.5850; adam_lr
+# 6e-3 / 1.2e-2 / 2.4e-2 / 4.8e-2 -> 3.5509 / 3.5444 / 3.5455 / 3.5643; AdamW 3.3e-4 / 1e-3 / 3e-3
+# -> 4.3642 / 4.0090 / 4.3525. (Until a two-horizon search
 # found `x.u`, Muon's step doubled, these were 0.005 and 3e-3: lr tuned at 300 steps only,
 # adam_lr never.)
 # eval_sequences: the held-out stories a run's losses are measured on (each from its start, cut
