@@ -63,7 +63,12 @@ def test_jacobian_matches_central_differences(t, seed):
     assert J.shape == (N, len(r.params))
     assert np.allclose(s, r.evaluate(X, w), equal_nan=True)
     for k in range(len(r.params)):
-        h = 1e-6 * max(1.0, abs(w[k]))
+        # a weight near 0 under a division (sin(a / w), w ~ 0.002) turns a step of 1e-6 into a
+        # phase change of 0.1-1 rad, where no difference quotient is near the derivative and two
+        # step sizes can still agree by chance; shrinking h with w^2 below |w| = 0.05 keeps the
+        # phase change per step near 1e-3 (the derivative grows as 1 / w^2 too, so rounding stays
+        # small beside it)
+        h = 1e-6 * max(1.0, abs(w[k])) * min(1.0, max((abs(w[k]) / 0.05) ** 2, 1e-4))
         wp, wm = w.copy(), w.copy()
         wp[k] += h
         wm[k] -= h
@@ -73,9 +78,12 @@ def test_jacobian_matches_central_differences(t, seed):
         with np.errstate(all="ignore"):
             fd = (r.evaluate(X, wp) - r.evaluate(X, wm)) / (2 * h)
             fd4 = (r.evaluate(X, wp2) - r.evaluate(X, wm2)) / (8 * h)
-        # rows next to a singularity (log of ~0) have no reliable finite difference: there the
-        # differences at step h and 4h disagree, and only the rows where they agree are compared
-        stable = np.isclose(fd, fd4, rtol=1e-3, atol=1e-6)
+        # rows next to a singularity (log of ~0) or where the rule oscillates within a few steps
+        # (sin(a / w) for w ~ 0.002) have no reliable finite difference: there the differences at
+        # step h and 4h disagree, and only the rows where they agree to the tolerance asked of the
+        # Jacobian below are compared (agreement to 1e-3 let in a row whose fd was off by 9e-4
+        # while fd4 happened to be near the truth; the Jacobian was right to 1e-12, by mpmath)
+        stable = np.isclose(fd, fd4, rtol=1e-4, atol=1e-6)
         ok = np.isfinite(fd) & np.isfinite(J[:, k]) & np.isfinite(s) & (np.abs(s) < 1e6) & stable
         assert np.allclose(J[ok, k], fd[ok], rtol=1e-4, atol=1e-5 * (1 + np.abs(s[ok]).max(initial=0)))
 
