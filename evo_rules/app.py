@@ -239,7 +239,7 @@ def run_search(config: Mapping | str | RunConfig | None = None, out: str | None 
     return start(cfg, out, progress, overwrite=overwrite, rebuild_cache=rebuild_cache)[1]
 
 
-def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
+def sweep(config: RunConfig, out: str, progress: bool = True, rebuild_cache: bool = False) -> dict:
     """The seed's stage-two procedure: enumerate every template rule up to a size, evaluate all
     through the cache, keep the best; each expansion round grows the best by one more term."""
     import time
@@ -261,7 +261,8 @@ def sweep(config: RunConfig, out: str, progress: bool = True) -> dict:
     vocab = ops.term_vocabulary(features, pairs=sw.pairs)
     os.makedirs(out, exist_ok=True)
     folder = RunFolder(out)
-    cache = FitnessCache(folder.cache_path(config.cache.path), task.fingerprint, config.fit_settings)
+    cache = FitnessCache(folder.cache_path(config.cache.path), task.fingerprint, config.fit_settings,
+                         rebuild=rebuild_cache)
     ev = config.evaluation
     backend = make_backend(ev.backend, handle.factory, handle.token, config.fit_settings,
                            workers=ev.n_workers, chunk=ev.chunk, retries=ev.retries,

@@ -22,6 +22,10 @@ NAME = CHECKPOINT  # the names, for callers that spell a folder's files (run_fol
 PREVIOUS = PREVIOUS_CHECKPOINT
 
 
+# what every checkpoint holds (Search.state): a body without one of these is not a run's state
+REQUIRED = ("generation", "config", "task", "logbook", "population", "hall_of_fame", "lineage_bytes")
+
+
 class CheckpointError(ValueError):
     pass
 
@@ -73,7 +77,17 @@ def read_file(path: str | os.PathLike) -> dict:
     body = doc.get("body")
     if not isinstance(body, str) or hashlib.sha256(body.encode()).hexdigest() != doc.get("sha256"):
         raise CheckpointError(f"{path}: checksum mismatch (the checkpoint is corrupt)")
-    return json.loads(body)
+    try:
+        state = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint (its body is not JSON: {exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a readable checkpoint (its body is a JSON "
+                              f"{type(state).__name__}, not an object)")
+    missing = [k for k in REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a readable checkpoint (no {', '.join(missing)})")
+    return state
 
 
 def read_latest(folder: str) -> dict:
@@ -89,7 +103,12 @@ def read_latest(folder: str) -> dict:
     except CheckpointError as first:
         if not os.path.exists(prev):
             raise
-        state = read_file(prev)
+        try:
+            state = read_file(prev)
+        except CheckpointError as second:
+            if not os.path.exists(current):
+                raise
+            raise CheckpointError(f"{first}; and {second}") from None  # both named: neither is usable
         if os.path.exists(current):
             warnings.warn(f"{first}; using the previous checkpoint {prev}", stacklevel=2)
         return state

@@ -81,13 +81,9 @@ def _cmd_run(args) -> int:
     from .config import load
 
     config = load(config_path(args.config))
-    overrides = {k: getattr(args, k) for k in ("seed", "generations", "population", "max_seconds",
-                                               "max_evaluations") if getattr(args, k) is not None}
-    if overrides:
-        config = config.replace("run", **overrides)
-    ev = {k: getattr(args, k) for k in ("backend", "workers") if getattr(args, k) is not None}
-    if ev:
-        config = config.replace("evaluation", **ev)
+    config = _with_flags(config, "run", args, ("seed", "generations", "population", "max_seconds",
+                                               "max_evaluations"))
+    config = _with_flags(config, "evaluation", args, ("backend", "workers"))
     out = args.out or os.fspath(default_folder(config.task.name, config.run.seed))
     from .validate import checked_task
 
@@ -101,6 +97,22 @@ def _cmd_run(args) -> int:
         return _finish(search, report)
     finally:
         stopping.exit_at_once()
+
+
+def _with_flags(config, section: str, args, names):
+    """`config` with the options `names` given on the command line set in `section`, checked one
+    by one, so that a bad value is named as the option it came from (not as the config file's)."""
+    from .config import ConfigError
+
+    for name in names:
+        value = getattr(args, name)
+        if value is None:
+            continue
+        try:
+            config = config.replace(section, **{name: value})
+        except ConfigError as exc:
+            raise ConfigError(f"{exc} (from the option --{name.replace('_', '-')} {value})") from None
+    return config
 
 
 def _nothing_to_resume(args) -> str | None:
@@ -123,12 +135,16 @@ def _nothing_to_resume(args) -> str | None:
     if done < total or report.get("generation") != done or report.get("interrupted"):
         return None
     return (f"evo-rules: {args.dir}: nothing to resume: the run finished generation {done} of {total} "
-            f"and its report is written (`evo-rules report {args.dir}`; --generations N > {total} continues it)")
+            f"and its report is written (`evo-rules report {args.dir}`; --generations N > {max(total, done)} "
+            "continues it)")
 
 
 def _cmd_resume(args) -> int:
     from . import app
+    from .config import from_dict
 
+    # the options' values, checked before anything is read: a bad one is named as the option
+    _with_flags(from_dict({}, source=args.dir), "run", args, ("generations", "max_seconds", "max_evaluations"))
     done = _nothing_to_resume(args)
     if done:
         print(done)
@@ -164,10 +180,10 @@ def _finish(search, report) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report import format_report, read_report
+    from .report import format_report_of, read_report
 
     report = read_report(args.dir)
-    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report(report))
+    print(json.dumps(report, indent=2, sort_keys=True) if args.json else format_report_of(args.dir, report))
     return 0
 
 
@@ -181,7 +197,7 @@ def _cmd_sweep(args) -> int:
         config = config.replace("evaluation", backend=args.backend)
     _compile_note()
     out = args.out or os.fspath(sweep_folder(config.task.name))
-    result = app.sweep(config, out, progress=not args.quiet)
+    result = app.sweep(config, out, progress=not args.quiet, rebuild_cache=args.rebuild_cache)
     print(format_sweep(result))
     print(f"sweep: {RunFolder(out).sweep}")
     return 0
@@ -216,10 +232,16 @@ def _cmd_predict(args) -> int:
     if not args.out:
         sys.stdout.write(text)
         return 0
+    if os.path.isdir(args.out):
+        raise CLIError(f"--out {args.out}: is a folder; give the scores file's name")
     tmp = args.out + ".tmp"  # written whole, then renamed: an existing file is never half-replaced
     with open(tmp, "w", encoding="utf-8") as fh:
         fh.write(text)
-    os.replace(tmp, args.out)
+    try:
+        os.replace(tmp, args.out)
+    except OSError:
+        os.remove(tmp)  # no stray file left beside the one asked for
+        raise
     print(f"evo-rules: {text.count(chr(10))} scores written to {args.out}", file=sys.stderr)
     return 0
 
@@ -318,6 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--out", help="folder for sweep.json and the cache (default: runs/TASK-sweep)")
     w.add_argument("--backend", choices=["serial", "process", "dask"])
     w.add_argument("--quiet", action="store_true")
+    w.add_argument("--rebuild-cache", action="store_true", help="a damaged fitness cache: move it "
+                   "aside and start an empty one")
     w.set_defaults(func=_cmd_sweep)
 
     lm = sub.add_parser("lm", help="the stage-3 language model (needs the lm extra)")

@@ -3,6 +3,7 @@
 Shared by the regression task (training data) and `evo-rules predict` (data to score): UTF-8
 (a BOM allowed), a cell of over MAX_FIELD characters, NUL bytes or an unclosed quote are one
 error line naming the file and line. `error` is the exception class the caller reports with.
+`number` reads a cell as both callers do (no `1_000`, no non-ASCII digits).
 """
 
 from __future__ import annotations
@@ -32,3 +33,15 @@ def read_rows(path: str, error: type[Exception] = ValueError) -> list[list[str]]
     except csv.Error as exc:  # NUL bytes, an unclosed quote
         raise error(f"{path}:{reader.line_num}: not CSV: {exc}") from None
     return rows
+
+
+def number(cell: str) -> float | None:
+    """A cell as a float (None: not a number). Python's float() also takes digit-group
+    underscores ('1_0' is 10) and non-ASCII digits; no CSV writer means those as numbers."""
+    c = cell.strip()
+    if "_" in c or not c.isascii():
+        return None
+    try:
+        return float(c)
+    except ValueError:
+        return None

@@ -172,7 +172,11 @@ def families(folder: str, recs: Iterable[dict] | None = None) -> list[Family]:
         i, gen = int(rec["id"]), int(rec["gen"])
         h = heads_by_key.get(rec["key"])
         if h is None:
-            h = heads_by_key[rec["key"]] = head(rec["text"])
+            try:
+                h = heads_by_key[rec["key"]] = head(rec["text"])
+            except ValueError as exc:
+                where = os.fspath(RunFolder(folder).lineage) if folder is not None else "lineage"
+                raise ValueError(f"{where}: record id {i}: malformed rule text ({exc})") from None
         parent[i] = i
         head_of[i] = h
         info[i] = (gen, rec["metric"], rec["text"], int(rec["size"]))

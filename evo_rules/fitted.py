@@ -9,13 +9,14 @@ DataFrame (pandas is never imported: a DataFrame is read through its columns).
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
 
-from .csvrows import read_rows
+from .csvrows import number, read_rows
 from .rule import Rule, parse
 
 
@@ -170,16 +171,20 @@ def load(folder: str) -> FittedRun:
             return FittedRun(folder, dict(report.get("task") or {}),
                              _fitted(win, path) if win else None, hof,
                              _fitted(pruned, path) if pruned else None)
-        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
-            raise ValueError(f"{path}: not a readable run report ({exc})") from None
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{path}: not a readable run report ({type(exc).__name__}: {exc})") from None
     if not rf.holds_run():
         raise ValueError(f"{folder}: not a run folder (no {REPORT} or {rf.checkpoint.name})")
     state = checkpoint.read_latest(folder)
     where = os.fspath(rf.checkpoint)
     # the report's order: best metric first, ties to the smaller rule, then the older one
-    entries = sorted((d for d in state["hall_of_fame"] if d["valid"]),
-                     key=lambda d: (-d["metric"], d["size"], d["id"]))
-    return FittedRun(folder, dict(state.get("task") or {}), None, [_fitted(d, where) for d in entries])
+    try:
+        entries = sorted((d for d in state["hall_of_fame"] if d["valid"]),
+                         key=lambda d: (-d["metric"], d["size"], d["id"]))
+        task = dict(state.get("task") or {})
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: the hall of fame is not readable ({type(exc).__name__}: {exc})") from None
+    return FittedRun(folder, task, None, [_fitted(d, where) for d in entries])
 
 
 def read_csv(path: str, needed: Sequence[str]) -> tuple[dict, int]:
@@ -202,10 +207,12 @@ def read_csv(path: str, needed: Sequence[str]) -> tuple[dict, int]:
             raise DataError(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
         vals = []
         for f, j in zip(needed, index):
-            try:
-                vals.append(float(row[j]))
-            except ValueError:
-                raise DataError(f"{path}:{n}: column {f}: {row[j]!r} is not a number") from None
+            v = number(row[j])
+            if v is None:
+                raise DataError(f"{path}:{n}: column {f}: {row[j][:40]!r} is not a number")
+            if not math.isfinite(v):  # as in training data: a rule was never fitted on one
+                raise DataError(f"{path}:{n}: column {f}: values must be finite, {row[j].strip()} is not")
+            vals.append(v)
         data.append(vals)
     arr = np.asarray(data, dtype=np.float64).reshape(len(data), len(needed))
     return {f: np.ascontiguousarray(arr[:, k]) for k, f in enumerate(needed)}, len(data)

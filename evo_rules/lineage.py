@@ -100,13 +100,41 @@ class LineageWriter:
         self.fh.close()
 
 
+# the fields of a record and the JSON types each may hold (`text` is absent from files written
+# before rule texts were recorded; `metric` is null for an invalid rule)
+FIELDS = {"id": (int,), "key": (str,), "parents": (list,), "op": (str,), "gen": (int,),
+          "size": (int,), "metric": (int, float, type(None))}
+
+
+def _problem(rec) -> str | None:
+    """What is wrong with a parsed record (None: nothing)."""
+    if not isinstance(rec, dict):
+        return f"a JSON {type(rec).__name__}, not an object"
+    for name, types in FIELDS.items():
+        if name not in rec:
+            return f"no {name!r} field"
+        if not isinstance(rec[name], types) or isinstance(rec[name], bool):
+            return f"{name!r} is {json.dumps(rec[name])[:40]}"
+    if not all(isinstance(p, int) and not isinstance(p, bool) for p in rec["parents"]):
+        return "'parents' must be a list of ids"
+    if not isinstance(rec.get("text", ""), str):
+        return "'text' must be a string"
+    return None
+
+
 def read(folder: str) -> Iterator[dict]:
     path = os.fspath(RunFolder(folder).lineage)
-    with open(path, encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, 1):
+            if not raw.strip():
                 continue
             try:
-                yield json.loads(line)
+                rec = json.loads(raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                raise ValueError(f"{path}:{n}: malformed lineage record (not UTF-8 text)") from None
             except json.JSONDecodeError:
                 raise ValueError(f"{path}:{n}: malformed lineage record") from None
+            problem = _problem(rec)
+            if problem:
+                raise ValueError(f"{path}:{n}: malformed lineage record ({problem})")
+            yield rec

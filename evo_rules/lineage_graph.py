@@ -119,6 +119,8 @@ def export_graphml(folder: str, path: str) -> tuple[int, int]:
     ids as strings and NaN for invalid metrics."""
     from xml.sax.saxutils import escape
 
+    if os.path.isdir(path):
+        raise ValueError(f"{path}: is a folder; give the GraphML file's name")
     nodes = edges = 0
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as fh:
@@ -156,7 +158,7 @@ def best_individual(folder: str, recs: Iterable[dict] | None = None) -> int | No
             best = json.load(fh).get("best")
         if best is not None:
             return int(best["id"])
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         pass
     top = None
     for rec in (records(folder) if recs is None else recs):

@@ -58,13 +58,13 @@ def _run_info(folder: str) -> tuple[str, str, list[dict], dict]:
             rep = json.load(fh)
         return (f"{rep['task']['name']} — {os.path.basename(os.path.abspath(folder))}",
                 rep["task"].get("metric", "metric"), rep.get("logbook", []), rep)
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):  # no report, or a damaged one
         pass
     try:
         state = checkpoint.read_latest(folder)
         return (f"{state['task']['name']} — {os.path.basename(os.path.abspath(folder))}", "metric",
                 state.get("logbook", []), {})
-    except (ValueError, OSError, KeyError):
+    except (ValueError, OSError, KeyError, TypeError, AttributeError):
         return os.path.basename(os.path.abspath(folder)), "metric", [], {}
 
 
@@ -89,16 +89,25 @@ def plot_run(folder: str, out: str | None = None, top: int = TOP_FAMILIES,
              max_nodes: int = 24) -> list[str]:
     """Write the five PNGs (to `out`, default DIR/plots); returns their paths."""
     paths = [os.fspath(p) for p in RunFolder(folder).plot_paths(out)]
-    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)
     recs = list(records(folder))
     if not recs:
         raise ValueError(f"{folder}: the lineage is empty (no generation finished)")
+    os.makedirs(os.path.dirname(paths[0]), exist_ok=True)  # only for a run that can be plotted
     title, metric, logbook, report = _run_info(folder)
     fams = families(folder, recs)
-    marks = baseline_marks(report, metric)
+    try:  # what the plots read of the report: a damaged one is named, not half plotted
+        marks = baseline_marks(report, metric)
+        winner = report.get("winner")
+        if winner and not (isinstance(winner.get("size"), int) and isinstance(winner.get("metric"), (int, float))):
+            raise ValueError("the winner has no size and metric")
+        if not all(isinstance(r, dict) for r in logbook):
+            raise ValueError("a logbook row is not an object")
+    except (KeyError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{RunFolder(folder).report}: not a readable run report "
+                         f"({type(exc).__name__}: {exc})") from None
     plot_families(fams, logbook, metric, title, paths[0], top)
     plot_ancestry(recs, best_individual(folder, recs), fams, metric, title, paths[1], max_nodes)
-    plot_pareto(recs, metric, title, paths[2], winner=report.get("winner"), marks=marks)
+    plot_pareto(recs, metric, title, paths[2], winner=winner, marks=marks)
     plot_logbook(logbook, metric, title, paths[3], marks=marks)
     plot_muller(fams, title, paths[4], top, metric)
     final = report.get("final") or {}

@@ -257,11 +257,24 @@ def read_report(folder: str) -> dict:
     path = os.fspath(RunFolder(folder).report)
     try:
         with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+            report = json.load(fh)
     except FileNotFoundError:
         raise ValueError(f"{folder}: no report.json (has the run finished a generation?)") from None
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
+    if not isinstance(report, dict):
+        raise ValueError(f"{path}: not a run report (a JSON {type(report).__name__}, not an object)")
+    return report
+
+
+def format_report_of(folder: str, report: dict) -> str:
+    """`format_report` of a report read from `folder`: a report that lacks a part or holds a
+    value of another type (a damaged or hand-edited file) is one error naming the file."""
+    try:
+        return format_report(report)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        raise ValueError(f"{os.fspath(RunFolder(folder).report)}: not a readable run report "
+                         f"({type(exc).__name__}: {exc})") from None
 
 
 def _f(v) -> str:

@@ -144,7 +144,8 @@ class BabiFormatError(ValueError):
         self.lineno = lineno
         self.line = line
         self.reason = reason
-        super().__init__(f"{self.source}:{lineno}: {reason}: {line!r}")
+        shown = line if len(line) <= 80 else line[:80] + "..."  # a binary file's "line" can be long
+        super().__init__(f"{self.source}:{lineno}: {reason}: {shown!r}")
 
 
 @dataclass(frozen=True)
@@ -553,8 +554,12 @@ class BabiTask:
                                               f"facts, this one cites {len(q.supports)}")
         n_valid = max(1, int(round(len(train) * self.valid_fraction)))
         if n_valid >= len(train):
-            raise ValueError("valid_fraction leaves no training stories")
+            raise ValueError(f"{train_src}: {len(train)} stories: valid_fraction leaves no training stories")
         self.stories = {"train": train[:-n_valid], "valid": train[-n_valid:], "test": test}
+        for part, src in (("train", train_src), ("valid", train_src), ("test", test_src)):
+            if not any(st.questions for st in self.stories[part]):  # nothing to fit or score
+                raise ValueError(f"{src}: no question in the {part} split "
+                                 f"(of {len(self.stories[part])} stories)")
         if features == "generic":
             from .babi_generic import GenericFeatures
 

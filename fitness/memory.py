@@ -34,6 +34,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -399,7 +400,7 @@ def _read_cache(path: Path, key: str) -> tuple[dict[str, PartData], dict]:
                 tokens = {k.split(".")[-1]: z[k] for k in z.files if k.startswith(f"{p}.tokens.")}
                 parts[p] = PartData(*(z[f"{p}.{f}"] for f in ("X", "groups", "u_label", "u_target", "story")),
                                     tokens or None)
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:  # truncated, damaged
         raise ValueError(f"{path}: unreadable stage-3 cache ({type(exc).__name__}: {exc})") from None
     if meta.get("data_fingerprint") != key:
         raise ValueError(f"{path}: cache of another fingerprint")

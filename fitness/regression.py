@@ -21,7 +21,7 @@ from importlib import resources
 
 import numpy as np
 
-from evo_rules.csvrows import read_rows
+from evo_rules.csvrows import number, read_rows
 
 from .base import (MAX_SEED, PARTS, Batch, Scorer, Setting, SettingsError, check_settings,
                    did_you_mean, fingerprint_of)
@@ -105,10 +105,7 @@ def load_csv(path: str) -> tuple[list[str], np.ndarray]:
 
 
 def _float(c: str) -> float | None:
-    try:
-        return float(c)
-    except ValueError:
-        return None
+    return number(c)
 
 
 def r2_units(y: np.ndarray, pred: np.ndarray) -> np.ndarray:

@@ -66,6 +66,47 @@ class TrainSettings:
 
 WINDOWS = ("story", "random")
 
+# option of `evo-rules lm train` for each setting it sets (an error names both)
+_OPTIONS = {"max_steps": "--max-steps", "seed": "--seed", "patience": "--patience", "n_layer": "--layers",
+            "n_embd": "--width", "n_head": "--heads", "context": "--context"}
+
+
+def check_run(settings: TrainSettings, minutes: float, threads: int, device: str) -> None:
+    """ValueError naming the setting (and its option) for a value training cannot use: counts
+    below 1 (a context of 0 trains on nothing and reports a validation loss of 0), a width that
+    the heads do not divide, a time budget that is not a positive number, an unknown device."""
+    def bad(name, why):
+        option = f" ({_OPTIONS[name]})" if name in _OPTIONS else ""
+        return ValueError(f"lm train: {name}{option}: {why}")
+
+    if settings.windows not in WINDOWS:
+        raise bad("windows", f"use one of {', '.join(WINDOWS)}, not {settings.windows!r}")
+    if not isinstance(settings.model, dict):
+        raise bad("model", f"must be a table of the model's shape, got {settings.model!r}")
+    values = {**settings.to_dict(), **settings.model}
+    lowest = {"seed": 0, "max_steps": 1, "batch": 1, "warmup": 0, "eval_every": 1, "eval_sequences": 1,
+              "patience": 1, "vocab_size": 1, "max_stories": 0, "n_layer": 1, "n_head": 1, "n_embd": 1,
+              "context": 1}
+    for name, lo in lowest.items():
+        v = values.get(name)
+        if name in values and (not isinstance(v, int) or isinstance(v, bool) or v < lo):
+            raise bad(name, f"must be an integer >= {lo}, got {v!r}")
+    for name in ("lr", "min_lr_ratio", "weight_decay"):
+        v = values[name]
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v < 0:
+            raise bad(name, f"must be a finite number >= 0, got {v!r}")
+    if values["n_embd"] % values["n_head"]:
+        raise bad("n_embd", f"the width {values['n_embd']} must be a multiple of the heads "
+                  f"({values['n_head']}, --heads)")
+    if not isinstance(minutes, (int, float)) or not math.isfinite(minutes) or minutes <= 0:
+        raise ValueError(f"lm train: minutes (--minutes): must be a finite number > 0, got {minutes!r}")
+    if not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"lm train: threads (--threads): must be 0 (every core) or more, got {threads!r}")
+    try:
+        torch.zeros(1, device=device or "cpu")
+    except (RuntimeError, AssertionError) as exc:  # an unknown device, or one this torch lacks
+        raise ValueError(f"lm train: device (--device) {device!r}: {(str(exc).splitlines() or [''])[0]}") from None
+
 
 def _lr(s: TrainSettings, step: int) -> float:
     if step < s.warmup:
@@ -150,17 +191,22 @@ def _load_state(out: Path, model, opt) -> dict:
     from safetensors.torch import load_file
 
     try:
-        info = json.loads((out / STATE_JSON).read_text())
+        info = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))
         tensors = load_file(str(out / STATE))
-    except (json.JSONDecodeError, SafetensorError, OSError) as exc:
-        raise ValueError(f"{out}: training state unreadable ({str(exc).splitlines()[0]}); "
-                         f"delete {STATE_JSON} to start over") from None
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    params = dict(model.named_parameters())
-    for n, step in info.get("opt_steps", {}).items():
-        opt.state[params[n]] = {"step": torch.tensor(step),
-                                "exp_avg": tensors[f"opt.{n}.exp_avg"].to(params[n].device),
-                                "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(params[n].device)}
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        params = dict(model.named_parameters())
+        for n, step in info.get("opt_steps", {}).items():
+            opt.state[params[n]] = {"step": torch.tensor(step),
+                                    "exp_avg": tensors[f"opt.{n}.exp_avg"].to(params[n].device),
+                                    "exp_avg_sq": tensors[f"opt.{n}.exp_avg_sq"].to(params[n].device)}
+        missing = [k for k in ("step", "best_val", "best_step", "curve") if k not in info]
+        if missing:  # fields the training loop reads: refused here, not mid-training
+            raise KeyError(f"no {', '.join(missing)}")
+    except (ValueError, SafetensorError, OSError, KeyError, TypeError, AttributeError, RuntimeError) as exc:
+        # a partly written or mismatched state; the best model so far (model.safetensors) is kept
+        first = (str(exc).splitlines() or [""])[0]
+        raise ValueError(f"{out}: training state unreadable ({type(exc).__name__}: {first}); "
+                         "train into another folder (--out) to start over") from None
     return info
 
 
@@ -177,16 +223,21 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     """Train (or continue training) the model in folder `out`; returns the curve summary.
     `steps` stops this call after that many steps (the run stays resumable)."""
     out = Path(out)
+    check_run(settings or TrainSettings(), minutes, threads, device)  # before any file is written
     resumed = (out / STATE_JSON).exists()
     if out.is_dir() and not resumed and any(out.iterdir()):
         raise ValueError(f"{out}: holds other files and no training run; train into a new or empty folder")
     out.mkdir(parents=True, exist_ok=True)
     if resumed:
         try:
-            saved = json.loads((out / STATE_JSON).read_text())["settings"]
-        except (json.JSONDecodeError, KeyError) as exc:
-            raise ValueError(f"{out / STATE_JSON}: unreadable training state ({exc})") from None
-        saved.setdefault("windows", "random")  # trained before story-aligned rows existed
+            saved = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))["settings"]
+            saved = {"windows": "random", **saved}  # trained before story-aligned rows existed
+            unknown = sorted(set(saved) - set(TrainSettings.__dataclass_fields__))
+            if unknown:
+                raise KeyError(f"unknown settings {unknown}")
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"{out / STATE_JSON}: unreadable training state ({type(exc).__name__}: {exc}); "
+                             f"train into another folder (--out) to start over") from None
         changed = {}
         if settings is not None and settings.to_dict() != saved:
             new = settings.to_dict()
@@ -199,9 +250,11 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
                                  "use another --out or the same settings (only --max-steps may grow, "
                                  "--patience may change)")
         settings = TrainSettings(**{**saved, **changed})
+        try:
+            check_run(settings, minutes, threads, device)
+        except ValueError as exc:
+            raise ValueError(f"{out / STATE_JSON}: {exc}") from None
     settings = settings or TrainSettings()
-    if settings.windows not in WINDOWS:
-        raise ValueError(f"windows {settings.windows!r}: use one of {', '.join(WINDOWS)}")
     # evo_rules sets OMP_NUM_THREADS=1 for its workers; training wants every core it is given
     torch.set_num_threads(threads or os.cpu_count() or 1)
     splits = tinystories.load_splits(settings.data or None)
@@ -209,16 +262,18 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     if settings.max_stories:
         train_texts = train_texts[: settings.max_stories]
     valid_texts = tinystories.story_texts(splits["valid"])
-    if (out / toks.FILE).exists():
-        tok = toks.load(out)
-    else:
-        tok = toks.train(train_texts, settings.vocab_size)
-        toks.save(tok, out)
+    new_tokenizer = not (out / toks.FILE).exists()
+    tok = toks.train(train_texts, settings.vocab_size) if new_tokenizer else toks.load(out)
     cfg = gpt.GPTConfig.from_dict({**settings.model, "vocab_size": tok.get_vocab_size()})
     stream = torch.from_numpy(_token_stream(tok, train_texts))
     if len(stream) <= cfg.context + 1:
         raise ValueError(f"{len(stream)} train tokens: fewer than one context of {cfg.context}")
     val_seqs = _eval_batches(tok, valid_texts, settings.eval_sequences, cfg.context)
+    if not val_seqs:  # a validation loss of nothing would read 0.0, the best possible
+        raise ValueError(f"{tinystories.data_dir(settings.data or None)}: no validation stories "
+                         "(the TinyStories files whose name holds 'valid')")
+    if new_tokenizer:  # saved once the data is known good: a refused start leaves the folder empty
+        toks.save(tok, out)
     row_starts = _row_starts(stream, cfg.context, settings.windows, toks.eot_id(tok))
 
     device = torch.device(device or "cpu")
