@@ -18,7 +18,7 @@ from .config import RunConfig, from_dict, load
 from .evaluate import is_blackbox, task_has
 from .population import Variation
 from .report import build_report, reference_texts, write_json, write_report
-from .run_folder import RunFolder, default_folder
+from .run_folder import RunFolder, default_folder, make_folder
 from .runlock import RunLock
 from .screening import screened_seeds
 from .search import RunFolderError, Search, TaskHandle
@@ -259,7 +259,7 @@ def sweep(config: RunConfig, out: str, progress: bool = True, rebuild_cache: boo
     sw = config.sweep
     features = tuple(config.grammar.features or task.features)
     vocab = ops.term_vocabulary(features, pairs=sw.pairs)
-    os.makedirs(out, exist_ok=True)
+    make_folder(out)
     folder = RunFolder(out)
     cache = FitnessCache(folder.cache_path(config.cache.path), task.fingerprint, config.fit_settings,
                          rebuild=rebuild_cache)

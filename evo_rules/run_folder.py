@@ -107,6 +107,15 @@ class RunFolder:
                           *(CACHE + s for s in CACHE_SIDE_FILES), REPORT, LOCK, FAMILIES, SWEEP, PLOTS})
 
 
+def make_folder(path: str | os.PathLike) -> None:
+    """Create the folder `path` (and its parents); a file in its place is one clear error, not
+    "[Errno 17] File exists"."""
+    for p in [Path(path), *Path(path).parents]:
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{p}: is a file, not a folder (--out names a folder)")
+    os.makedirs(path, exist_ok=True)
+
+
 def default_folder(task: str, seed: int, runs: str | os.PathLike = RUNS, resume: bool = False) -> RunFolder:
     """The default run folder `runs/TASK-seedN-K`: the first K that holds no run (`resume`: the
     last one that does, else the first free)."""

@@ -27,7 +27,7 @@ from .evaluate import task_from
 from .evaluator import Evaluator
 from .population import Birth, Individual, PopulationManager, Variation
 from .rule import parse
-from .run_folder import RunFolder
+from .run_folder import RunFolder, make_folder
 from .runlock import RunLock
 from .stopping import Abandoned, Stop
 
@@ -70,7 +70,7 @@ class Search:
         self.interrupted = False
         self.stop_reason = ""  # why the last run() ended early: SIGINT, SIGTERM, max_seconds, ...
         self.stop = stop or Stop()
-        os.makedirs(self.out, exist_ok=True)
+        make_folder(self.out)
         self.lock = lock or RunLock(self.out)  # before anything in the folder is read or written
         try:
             self._prepare_folder(out_dir, resume, overwrite)

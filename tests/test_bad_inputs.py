@@ -230,6 +230,26 @@ def test_a_bad_run_option_is_named_as_the_option(capsys, tmp_path, option, value
     assert not out.exists()
 
 
+@pytest.mark.parametrize("command", ["run", "sweep", "lm"])
+@pytest.mark.parametrize("under", [False, True])
+def test_an_out_that_is_a_file_is_named_and_left_alone(capsys, tmp_path, command, under):
+    """`--out` naming a file (or a folder below one): one line naming the file, not an errno."""
+    if command == "lm":
+        pytest.importorskip("torch")
+    cfg = config(generations=1)
+    cfg["sweep"] = {"expand_rounds": 0, "expand_top": 2}
+    path = write_toml(cfg, tmp_path / "c.toml")
+    blocker = tmp_path / "taken"
+    blocker.write_text("mine")
+    out = blocker / "sub" if under else blocker
+    argv = {"run": ["run", path], "sweep": ["sweep", path],
+            "lm": ["lm", "train", "--max-steps", "1", "--layers", "1", "--width", "16", "--heads", "2",
+                   "--context", "16", "--threads", "1"]}[command]
+    code, err, _ = cli(capsys, *argv, "--out", out, "--quiet")
+    assert code == 2 and err[-1] == f"evo-rules: error: {blocker}: is a file, not a folder (--out names a folder)", err
+    assert blocker.read_text() == "mine"
+
+
 @pytest.mark.parametrize("option, value", [("--generations", "-1"), ("--max-evaluations", "0"),
                                            ("--max-seconds", "inf")])
 def test_a_bad_resume_option_is_refused_even_when_the_run_is_finished(capsys, run, option, value):

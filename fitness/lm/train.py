@@ -227,6 +227,9 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     resumed = (out / STATE_JSON).exists()
     if out.is_dir() and not resumed and any(out.iterdir()):
         raise ValueError(f"{out}: holds other files and no training run; train into a new or empty folder")
+    for p in [out, *out.parents]:  # a file in the folder's place: one clear line
+        if p.exists() and not p.is_dir():
+            raise ValueError(f"{p}: is a file, not a folder (--out names a folder)")
     out.mkdir(parents=True, exist_ok=True)
     if resumed:
         try:
