@@ -92,7 +92,7 @@ def load_csv(path: str) -> tuple[list[str], np.ndarray]:
             raise CSVFormatError(f"{path}:{n}: {len(row)} fields, the header has {len(header)}")
         vals = []
         for name, c in zip(header, row):
-            v = _float(c)
+            v = number(c)
             if v is None:
                 raise CSVFormatError(f"{path}:{n}: {c[:40]!r} is not a number (column {name})")
             if not math.isfinite(v):
@@ -102,10 +102,6 @@ def load_csv(path: str) -> tuple[list[str], np.ndarray]:
     if len(data) < MIN_ROWS:
         raise CSVFormatError(f"{path}: needs at least {MIN_ROWS} data rows, has {len(data)}")
     return header, np.asarray(data, dtype=np.float64)
-
-
-def _float(c: str) -> float | None:
-    return number(c)
 
 
 def r2_units(y: np.ndarray, pred: np.ndarray) -> np.ndarray:

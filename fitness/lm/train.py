@@ -29,6 +29,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from evo_rules.run_folder import make_folder
+
 from .. import tinystories
 from . import model as gpt
 from . import tokenizer as toks
@@ -227,10 +229,7 @@ def train_lm(out: str | Path, minutes: float = 15.0, settings: TrainSettings | N
     resumed = (out / STATE_JSON).exists()
     if out.is_dir() and not resumed and any(out.iterdir()):
         raise ValueError(f"{out}: holds other files and no training run; train into a new or empty folder")
-    for p in [out, *out.parents]:  # a file in the folder's place: one clear line
-        if p.exists() and not p.is_dir():
-            raise ValueError(f"{p}: is a file, not a folder (--out names a folder)")
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)  # a file in the folder's place: one clear line
     if resumed:
         try:
             saved = json.loads((out / STATE_JSON).read_text(encoding="utf-8"))["settings"]
